@@ -1,0 +1,523 @@
+"""Signatures and workflows: `Signature`, `chain`, `group`, `chord`, `xmap`/`xstarmap`/`chunks`.
+
+Everything serializes in Celery's signature format (a dict with ``task, args, kwargs,
+options, subtask_type, immutable``) and travels the way Celery sends it: a chain's
+remaining steps ride in ``embed.chain`` (reversed), group members carry ``group`` and
+``group_index`` headers, chord header tasks carry the body in ``embed.chord``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+from .protocol import new_id
+from .result import AsyncResult, GroupResult, ResultBase
+
+__all__ = [
+    "Signature",
+    "chain",
+    "chord",
+    "chunks",
+    "group",
+    "maybe_signature",
+    "signature",
+    "xmap",
+    "xstarmap",
+]
+
+#: per-call options that belong to one task, never copied onto a group's members
+_PER_TASK = ("task_id", "group_id", "group_index", "chord", "chain", "link", "link_error")
+
+
+class Signature(dict):
+    """A task call, frozen as data: name, arguments and options.
+
+    ``add.s(2, 3)`` makes one; ``sig.delay()`` / ``sig.apply_async()`` sends it; ``a | b``
+    chains two. A signature is a dict, so it serializes as-is.
+    """
+
+    def __init__(
+        self,
+        task: str | dict[str, Any] | None = None,
+        args: Any = None,
+        kwargs: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        subtask_type: str | None = None,
+        immutable: bool = False,
+        *,
+        app: Any = None,
+        **extra_options: Any,
+    ) -> None:
+        if isinstance(task, dict):  # from its serialized form
+            super().__init__(task)
+            self.setdefault("args", [])
+            self.setdefault("kwargs", {})
+            self.setdefault("options", {})
+            self.setdefault("subtask_type", None)
+            self.setdefault("immutable", False)
+        else:
+            opts = dict(options or {}, **extra_options)
+            immutable = bool(opts.pop("immutable", immutable))
+            super().__init__(
+                task=task,
+                args=list(args or ()),
+                kwargs=dict(kwargs or {}),
+                options=opts,
+                subtask_type=subtask_type,
+                immutable=immutable,
+            )
+        self.app = app
+
+    # fields ---------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self["task"]
+
+    name = task
+
+    @property
+    def args(self) -> list[Any]:
+        return self["args"]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self["kwargs"]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self["options"]
+
+    @property
+    def immutable(self) -> bool:
+        return bool(self["immutable"])
+
+    @property
+    def subtask_type(self) -> str | None:
+        return self["subtask_type"]
+
+    @property
+    def id(self) -> str | None:
+        return self.options.get("task_id")
+
+    @property
+    def type(self) -> Any:
+        """The registered task this signature calls."""
+        return self._app().tasks[self.task]
+
+    def _app(self) -> Any:
+        if self.app is None:
+            raise RuntimeError(f"signature {self!r} is not bound to an app; use app.signature()")
+        return self.app
+
+    # building -------------------------------------------------------------------------
+    def clone(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any):
+        """A copy with `args` prepended (unless immutable) and `kwargs`/`options` merged."""
+        sig = signature(
+            dict(self, options=dict(self.options), kwargs=dict(self.kwargs)), app=self.app
+        )
+        if not self.immutable:
+            if args:
+                sig["args"] = [*args, *self.args]
+            if kwargs:
+                sig["kwargs"] = {**self.kwargs, **kwargs}
+        sig["options"].update(options)
+        return sig
+
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Set options in place (e.g. ``queue=``, ``countdown=``); returns self."""
+        if immutable is not None:
+            self["immutable"] = immutable
+        self.options.update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = immutable
+
+    def link(self, callback: Signature) -> Signature:
+        """Run `callback` with this task's result when it succeeds."""
+        self.options.setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Run `errback` with this task's id when it fails."""
+        self.options.setdefault("link_error", []).append(errback)
+        return errback
+
+    on_error = link_error
+
+    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
+        """Fix the task id (and group/root options) now; return the result it will have."""
+        self.options.setdefault("task_id", _id or new_id())
+        for key, value in options.items():
+            if value is not None:
+                self.options[key] = value
+        return AsyncResult(self.id, app=self._app(), task_name=self.task)
+
+    # sending --------------------------------------------------------------------------
+    def apply_async(
+        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> ResultBase:
+        """Send the call; `args` are prepended unless the signature is immutable."""
+        app = self._app()
+        merged = {**self.options, **options}
+        call_args, call_kwargs = self._arguments(args, kwargs)
+        task = app.tasks.get(self.task)
+        if task is not None:
+            return task.apply_async(call_args, call_kwargs, **merged)
+        return app.send_task(self.task, call_args, call_kwargs, **merged)
+
+    def _arguments(self, args: Any, kwargs: dict[str, Any] | None) -> tuple[list[Any], dict]:
+        if self.immutable:
+            return list(self.args), dict(self.kwargs)
+        return [*(args or ()), *self.args], {**self.kwargs, **(kwargs or {})}
+
+    def delay(self, *args: Any, **kwargs: Any) -> ResultBase:
+        return self.apply_async(args, kwargs)
+
+    def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any):
+        """Run here and now, through the worker's execution path."""
+        call_args, call_kwargs = self._arguments(args, kwargs)
+        return self.type.apply(call_args, call_kwargs, **{**self.options, **options})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the task's function directly in this thread."""
+        call_args, call_kwargs = self._arguments(args, kwargs)
+        return self.type(*call_args, **call_kwargs)
+
+    # composition ----------------------------------------------------------------------
+    def __or__(self, other: Any) -> Signature:
+        if isinstance(other, Signature):
+            return chain(self, other, app=self.app or other.app)
+        return NotImplemented
+
+    def __deepcopy__(self, memo: Any) -> Signature:
+        import copy
+
+        return signature(copy.deepcopy(dict(self), memo), app=self.app)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return signature, (dict(self),)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        prefix = "%" if self.immutable else ""
+        return f"{prefix}{self.task}({', '.join(parts)})"
+
+
+def _as_sig(task: Any, app: Any) -> Signature:
+    sig = maybe_signature(task, app=app)
+    if sig is None:
+        raise TypeError(f"{task!r} is not a signature")
+    return sig
+
+
+class chain(Signature):
+    """Tasks run one after another, each receiving the previous result."""
+
+    def __init__(self, *tasks: Any, app: Any = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], dict) and isinstance(tasks[0], Iterable):
+            tasks = tuple(tasks[0])
+        app = app or next((getattr(t, "app", None) for t in tasks if getattr(t, "app", None)), None)
+        flat: list[Signature] = []
+        for task in tasks:
+            sig = _as_sig(task, app)
+            flat.extend(sig.tasks if isinstance(sig, chain) else [sig])
+        super().__init__(
+            "celery.chain", (), {"tasks": flat}, options=options, subtask_type="chain", app=app
+        )
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.kwargs["tasks"]
+
+    def __or__(self, other: Any) -> Signature:
+        if isinstance(other, Signature):
+            return chain(*self.tasks, other, app=self.app or other.app)
+        return NotImplemented
+
+    def _steps(self, args: Any, kwargs: Any) -> list[Signature]:
+        steps = [t.clone() for t in self.tasks]
+        if not steps:
+            raise ValueError("cannot send an empty chain")
+        steps[0] = steps[0].clone(args, kwargs)
+        merged: list[Signature] = []
+        for step in steps:  # a group followed by anything becomes a chord
+            if merged and isinstance(merged[-1], group) and not isinstance(step, group):
+                merged[-1] = chord(merged[-1], step, app=self.app)
+            else:
+                merged.append(step)
+        return merged
+
+    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
+        steps = self.kwargs["tasks"] = self._steps((), None)
+        return self._freeze_steps(steps, _id, **options)
+
+    def _freeze_steps(self, steps: list[Signature], _id: str | None, **options: Any):
+        root_id = options.pop("root_id", None)
+        parent_id = options.pop("parent_id", None)
+        last_opts = {
+            k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options
+        }
+        result: ResultBase | None = None
+        for i, step in enumerate(steps):
+            is_last = i == len(steps) - 1
+            extra = last_opts if is_last else {}
+            step_id = _id if is_last and _id else None
+            frozen = step.freeze(step_id, root_id=root_id, parent_id=parent_id, **extra)
+            if root_id is None:
+                root_id = getattr(frozen, "id", None)
+            frozen.parent = result
+            result = frozen
+        assert result is not None
+        return result
+
+    def apply_async(
+        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> ResultBase:
+        app = self._app()
+        steps = self._steps(args, kwargs)
+        task_id = options.pop("task_id", None)
+        chain_rest = options.pop("chain", None) or []
+        freeze_opts = {
+            k: options.pop(k)
+            for k in ("group_id", "group_index", "chord", "root_id", "parent_id")
+            if k in options
+        }
+        result = self._freeze_steps(steps, task_id, **freeze_opts)
+        first, rest = steps[0], steps[1:]
+        remaining = [dict(s) for s in reversed(rest)] + list(chain_rest)
+        first.app = first.app or app
+        first.apply_async(chain=remaining or None, **options)
+        return result
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(t) for t in self.tasks) if self.tasks else "<empty chain>"
+
+
+class group(Signature):
+    """Tasks run in parallel; the result is a `GroupResult` in the same order."""
+
+    def __init__(self, *tasks: Any, app: Any = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], dict) and isinstance(tasks[0], Iterable):
+            tasks = tuple(tasks[0])
+        app = app or next((getattr(t, "app", None) for t in tasks if getattr(t, "app", None)), None)
+        sigs = [_as_sig(t, app) for t in tasks]
+        super().__init__(
+            "celery.group", (), {"tasks": sigs}, options=options, subtask_type="group", app=app
+        )
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.kwargs["tasks"]
+
+    def freeze(self, _id: str | None = None, **options: Any) -> GroupResult:
+        group_id = options.get("group_id") or self.options.get("task_id") or _id or new_id()
+        self.options["task_id"] = group_id
+        results = []
+        for index, task in enumerate(self.tasks):
+            member_opts = {k: v for k, v in options.items() if k not in ("group_id", "group_index")}
+            results.append(task.freeze(group_id=group_id, group_index=index, **member_opts))
+        return GroupResult(group_id, results, app=self._app())
+
+    def apply_async(
+        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> GroupResult:
+        app = self._app()
+        options.pop("chain", None)  # a trailing group in a chain has nothing after it
+        group_id = options.pop("group_id", None) or options.pop("task_id", None)
+        chord_body = options.pop("chord", None)
+        shared = {k: v for k, v in {**self.options, **options}.items() if k not in _PER_TASK}
+        result = self.freeze(group_id, root_id=options.get("root_id"))
+        with app.producer_batch():
+            for index, task in enumerate(self.tasks):
+                task.app = task.app or app
+                task.apply_async(
+                    args,
+                    kwargs,
+                    group_id=result.id,
+                    group_index=index,
+                    chord=chord_body,
+                    **{k: v for k, v in shared.items() if k not in task.options},
+                )
+        return result
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+
+class chord(Signature):
+    """A header group whose results, in order, are passed to a body task."""
+
+    def __init__(self, header: Any, body: Any = None, app: Any = None, **options: Any) -> None:
+        header_sig = header if isinstance(header, group) else group(*header, app=app)
+        app = app or header_sig.app or getattr(body, "app", None)
+        header_sig.app = header_sig.app or app
+        body_sig = _as_sig(body, app) if body is not None else None
+        super().__init__(
+            "celery.chord",
+            (),
+            {"kwargs": {}, "header": header_sig, "body": body_sig},
+            options=options,
+            subtask_type="chord",
+            app=app,
+        )
+
+    @property
+    def header(self) -> group:
+        return self.kwargs["header"]
+
+    @property
+    def body(self) -> Signature:
+        return self.kwargs["body"]
+
+    def __call__(self, body: Any = None, **options: Any) -> ResultBase:  # chord(header)(body)
+        if body is not None:
+            self.kwargs["body"] = _as_sig(body, self.app)
+        return self.apply_async(**options)
+
+    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
+        group_id = options.pop("group_id", None)
+        header_result = self.header.freeze(group_id)
+        body_result = self.body.freeze(_id, group_id=header_result.id, **options)
+        body_result.parent = header_result
+        return body_result
+
+    def apply_async(
+        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> ResultBase:
+        app = self._app()
+        if self.body is None:
+            raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
+        body = self.body.clone()
+        chain_rest = options.pop("chain", None)
+        if chain_rest:
+            body.options["chain"] = chain_rest
+        body_id = options.pop("task_id", None) or body.options.get("task_id") or new_id()
+        header = group(*[t.clone() for t in self.header.tasks], app=app)
+        header_result = header.freeze(None, root_id=options.get("root_id"))
+        body.freeze(body_id, group_id=header_result.id, root_id=options.get("root_id"))
+        body_result = AsyncResult(body_id, app=app, task_name=body.task, parent=header_result)
+        if not header.tasks:  # nothing to wait for: the body runs with an empty list
+            body.apply_async(([],))
+            return body_result
+        app.backend.set_chord_size(header_result.id, len(header.tasks))
+        header.apply_async(args, kwargs, group_id=header_result.id, chord=dict(body), **options)
+        return body_result
+
+    def __repr__(self) -> str:
+        return f"chord({self.header!r}, {self.body!r})"
+
+
+class _mapper(Signature):
+    _task_name = ""
+    _kind = ""
+
+    def __init__(self, task: Any, it: Iterable[Any], app: Any = None, **options: Any) -> None:
+        sig = _as_sig(task, app)
+        super().__init__(
+            self._task_name,
+            (),
+            {"task": sig, "it": [list(x) if isinstance(x, tuple) else x for x in it]},
+            options=options,
+            subtask_type=self._kind,
+            immutable=True,
+            app=app or sig.app,
+        )
+
+
+class xmap(_mapper):
+    """One message that calls `task` on every item of `it` (``task.map(it)``)."""
+
+    _task_name = "celery.map"
+    _kind = "xmap"
+
+
+class xstarmap(_mapper):
+    """One message that calls ``task(*args)`` for every tuple in `it`."""
+
+    _task_name = "celery.starmap"
+    _kind = "xstarmap"
+
+
+class chunks(Signature):
+    """`it` split into chunks of `n`, each chunk one ``starmap`` message."""
+
+    def __init__(self, task: Any, it: Iterable[Any], n: int, app: Any = None, **options: Any):
+        sig = _as_sig(task, app)
+        super().__init__(
+            "celery.chunks",
+            (),
+            {"task": sig, "it": [list(x) for x in it], "n": int(n)},
+            options=options,
+            subtask_type="chunks",
+            immutable=True,
+            app=app or sig.app,
+        )
+
+    def group(self) -> group:
+        task, items, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]
+        it = iter(items)
+        parts = iter(lambda: list(itertools.islice(it, n)), [])
+        return group(*[xstarmap(task, part, app=self.app) for part in parts], app=self.app)
+
+    def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options):
+        return self.group().apply_async(**options)
+
+
+_TYPES: dict[str | None, type[Signature]] = {
+    "chain": chain,
+    "group": group,
+    "chord": chord,
+}
+
+
+def signature(value: Any, *args: Any, app: Any = None, **kwargs: Any) -> Signature:
+    """A `Signature` from a task name or from its dict form (any subtask type)."""
+    if isinstance(value, dict) and not isinstance(value, Signature):
+        return _from_dict(value, app)
+    if isinstance(value, Signature):
+        return value
+    return Signature(value, *args, app=app, **kwargs)
+
+
+def _from_dict(data: dict[str, Any], app: Any) -> Signature:
+    kind = data.get("subtask_type")
+    kwargs = data.get("kwargs") or {}
+    options = dict(data.get("options") or {})
+    if kind == "chain":
+        sig: Signature = chain(*kwargs.get("tasks", ()), app=app, **options)
+    elif kind == "group":
+        sig = group(*kwargs.get("tasks", ()), app=app, **options)
+    elif kind == "chord":
+        header = kwargs.get("header")
+        header_sig = (
+            signature(header, app=app)
+            if isinstance(header, dict)
+            else group(*(header or ()), app=app)
+        )
+        sig = chord(header_sig, kwargs.get("body"), app=app, **options)
+    elif kind in ("xmap", "xstarmap"):
+        cls = xmap if kind == "xmap" else xstarmap
+        sig = cls(kwargs["task"], kwargs.get("it", ()), app=app, **options)
+    elif kind == "chunks":
+        sig = chunks(kwargs["task"], kwargs.get("it", ()), kwargs.get("n", 1), app=app, **options)
+    else:
+        sig = Signature(dict(data), app=app)
+        sig["options"] = options
+    sig["immutable"] = bool(data.get("immutable", sig.immutable))
+    return sig
+
+
+def maybe_signature(value: Any, app: Any = None) -> Signature | None:
+    """`value` as a Signature bound to `app` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, Signature):
+        if app is not None and value.app is None:
+            value.app = app
+        return value
+    if isinstance(value, dict):
+        return _from_dict(value, app)
+    raise TypeError(f"{value!r} is not a signature")

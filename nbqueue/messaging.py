@@ -1,0 +1,184 @@
+"""The app's broker: connections by URL, a pool of producers, and publishing task messages."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from kombu import Connection, Exchange, Producer
+
+from . import serialization, transports
+from .exceptions import BrokerError
+from .protocol import TaskMessage, new_id
+from .routing import Route
+from .transports import memory
+
+__all__ = ["Broker", "resolve_broker_url"]
+
+
+def resolve_broker_url(url: str, default_namespace: str) -> str:
+    """Map ``memory://[name]`` onto nbqueue's in-process transport; pass others through."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "memory":
+        name = rest.strip("/") or default_namespace
+        return f"{transports.MEMORY_SCHEME}://{name}"
+    return url
+
+
+class Broker:
+    """Connections and producers for one app. Producers are pooled, one per thread at a time."""
+
+    def __init__(self, app: Any, url: str) -> None:
+        self.app = app
+        self.url = url
+        self._idle: list[Producer] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        # the in-process namespace, held so it lives as long as the app (and for the fast path)
+        self.space = (
+            memory.namespace(memory.namespace_name(self.connection())) if self.is_memory else None
+        )
+
+    @property
+    def is_memory(self) -> bool:
+        """Whether messages never leave this process (so code need not travel by value)."""
+        return self.url.startswith(f"{transports.MEMORY_SCHEME}://")
+
+    def connection(self, **overrides: Any) -> Connection:
+        """A new (unconnected) kombu connection to this broker."""
+        conf = self.app.conf
+        options: dict[str, Any] = {
+            "transport_options": dict(conf.broker_transport_options),
+            "connect_timeout": conf.broker_connection_timeout,
+            "heartbeat": conf.broker_heartbeat,
+        }
+        options.update(overrides)
+        return Connection(self.url, **options)
+
+    # producers ---------------------------------------------------------------------------
+    def _new_producer(self) -> Producer:
+        conn = self.connection()
+        try:
+            channel = conn.default_channel
+        except conn.connection_errors as exc:
+            conn.release()
+            raise BrokerError(f"cannot connect to broker {conn.as_uri()}: {exc}") from exc
+        return Producer(channel, exchange=Exchange(""), auto_declare=False)
+
+    @contextlib.contextmanager
+    def producer(self) -> Iterator[Producer]:
+        """A producer for this thread's exclusive use (the batch's one, inside `batch`)."""
+        current = getattr(self._local, "producer", None)
+        if current is not None:
+            yield current
+            return
+        with self._lock:
+            producer = self._idle.pop() if self._idle else None
+        if producer is None:
+            producer = self._new_producer()
+        healthy = False
+        try:
+            yield producer
+            healthy = True
+        finally:
+            self._release(producer, healthy)
+
+    def _release(self, producer: Producer, healthy: bool) -> None:
+        with self._lock:
+            if healthy and not self._closed and len(self._idle) < self.app.conf.broker_pool_limit:
+                self._idle.append(producer)
+                return
+        producer.connection.release()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Publish everything sent in this block through one producer (pipelined on Redis)."""
+        if getattr(self._local, "producer", None) is not None:
+            yield
+            return
+        with self.producer() as producer:
+            self._local.producer = producer
+            try:
+                if producer.supports_batch_publish:
+                    with producer.batch():
+                        yield
+                else:
+                    yield
+            finally:
+                self._local.producer = None
+
+    # publishing --------------------------------------------------------------------------
+    def publish_task(self, message: TaskMessage, route: Route, serializer: str) -> None:
+        """Serialize `message`'s body and publish it to `route`."""
+        key = self.app.secret_key if serializer != "json" else None
+        content_type, encoding, payload = serialization.dumps(message.body, serializer, key=key)
+        if self.space is not None and not route.exchange:
+            self._put_in_process(message, route, content_type, encoding, payload)
+            return
+        props = message.properties
+        extra = {
+            k: v for k, v in props.items() if k not in ("priority", "delivery_mode", "expiration")
+        }
+        expiration = props.get("expiration")
+        conf = self.app.conf
+        retry = bool(conf.task_publish_retry) and not self.is_memory
+        with self.producer() as producer:
+            declared = producer.__dict__.setdefault("_nbqueue_declared", set())
+            declare = [] if route.queue.name in declared else [route.queue]
+            try:
+                producer.publish(
+                    payload,
+                    exchange=route.exchange,
+                    routing_key=route.routing_key,
+                    content_type=content_type,
+                    content_encoding=encoding,
+                    headers=message.headers,
+                    priority=props.get("priority") or 0,
+                    delivery_mode=props.get("delivery_mode", 2),
+                    expiration=None if expiration is None else int(expiration) / 1000,
+                    declare=declare,
+                    retry=retry,
+                    retry_policy=conf.task_publish_retry_policy if retry else None,
+                    **extra,
+                )
+                declared.add(route.queue.name)
+            except (
+                producer.connection.connection_errors + producer.connection.channel_errors
+            ) as exc:
+                raise BrokerError(
+                    f"could not publish task {message.name}[{message.id}] to "
+                    f"{producer.connection.as_uri()}: {exc}"
+                ) from exc
+
+    def _put_in_process(
+        self, message: TaskMessage, route: Route, content_type: str, encoding: str, payload: Any
+    ) -> None:
+        """The anonymous-exchange publish of our in-process transport, without the producer.
+
+        Builds exactly the envelope kombu's virtual channel would store (see
+        ``kombu.transport.virtual.Channel.prepare_message``/``basic_publish``).
+        """
+        properties = dict(message.properties)
+        properties["delivery_info"] = {"exchange": "", "routing_key": route.routing_key}
+        properties["body_encoding"] = None
+        properties["delivery_tag"] = new_id()
+        properties.setdefault("priority", 0)
+        envelope = {
+            "body": payload.encode(encoding) if isinstance(payload, str) else payload,
+            "content-encoding": encoding,
+            "content-type": content_type,
+            "headers": message.headers,
+            "properties": properties,
+        }
+        assert self.space is not None
+        self.space.put(route.routing_key, envelope)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for producer in idle:
+            producer.connection.release()

@@ -1,0 +1,443 @@
+"""The `Worker`: a blueprint of bootsteps running in background threads of this process."""
+
+from __future__ import annotations
+
+import atexit
+import html
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from .. import bootsteps, states
+from ..bootsteps import Blueprint, Step
+from ..exceptions import ImproperlyStarted, TaskRevokedError
+from ..protocol import saferepr
+from .state import WorkerState
+from .steps import worker_steps
+
+__all__ = ["Worker", "WorkerBlueprint", "WorkerOptions"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """A worker's options, fixed when it is created."""
+
+    concurrency: int
+    pool: str
+    queues: tuple[str, ...]
+    prefetch_multiplier: int
+    shutdown_timeout: float
+    autoscale: tuple[int, int] | None = None
+    statedb: str | None = None
+    beat: bool = False
+    send_events: bool = False
+    heartbeat_interval: float = 2.0
+    without_heartbeat: bool = False
+    without_gossip: bool = False
+    without_mingle: bool = False
+
+
+class WorkerBlueprint:
+    """Both blueprints of a worker seen as one: the worker's steps, then the consumer's."""
+
+    def __init__(self, worker: Blueprint, consumer: Blueprint) -> None:
+        self.worker = worker
+        self.consumer = consumer
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One dict per step in start order: name, blueprint, requires, state, since (, error)."""
+        rows = []
+        for row in self.worker.describe():
+            rows.append(row)
+            if row["name"] == "consumer":
+                rows.extend(self.consumer.describe())
+        return rows
+
+    def add_listener(self, listener: Any) -> Any:
+        """Call `listener(change)` on every step state change; returns an unsubscribe function."""
+        removers = [self.worker.add_listener(listener), self.consumer.add_listener(listener)]
+
+        def remove() -> None:
+            for remover in removers:
+                remover()
+
+        return remove
+
+    def text(self) -> str:
+        return bootsteps.render_text(self.describe())
+
+    def dot(self) -> str:
+        return bootsteps.render_dot(self.describe())
+
+    def html(self) -> str:
+        return bootsteps.render_html(self.describe())
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+
+class Worker:
+    """Runs an app's tasks in background threads: ``with app.worker(concurrency=4) as w: ...``.
+
+    Parameters
+    ----------
+    concurrency:
+        Pool size (default: ``worker_concurrency`` or the number of CPUs).
+    pool:
+        ``"threads"`` (default) or ``"solo"``.
+    queues:
+        Queue names to consume (default: ``task_default_queue``).
+    hostname:
+        Node name ``name@host``, unique per worker.
+    prefetch_multiplier:
+        Messages reserved per pool slot (``worker_prefetch_multiplier``); 0 means unlimited.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        concurrency: int | None = None,
+        pool: str | None = None,
+        queues: Any = None,
+        hostname: str | None = None,
+        prefetch_multiplier: int | None = None,
+        shutdown_timeout: float | None = None,
+        autoscale: tuple[int, int] | None = None,
+        statedb: str | None = None,
+        beat: bool = False,
+        send_events: bool | None = None,
+        heartbeat_interval: float | None = None,
+        without_heartbeat: bool = False,
+        without_gossip: bool = False,
+        without_mingle: bool = False,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        number = app._worker_created(self)
+        self.hostname = hostname or f"w{number}-{os.getpid()}@{socket.gethostname()}"
+        if isinstance(queues, str):
+            queues = [q.strip() for q in queues.split(",") if q.strip()]
+        concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        if autoscale:
+            concurrency = max(int(autoscale[1]), 1)
+        self.options = WorkerOptions(
+            concurrency=int(concurrency),
+            pool=pool or conf.worker_pool,
+            queues=tuple(queues or (conf.task_default_queue,)),
+            prefetch_multiplier=int(
+                conf.worker_prefetch_multiplier
+                if prefetch_multiplier is None
+                else prefetch_multiplier
+            ),
+            shutdown_timeout=float(
+                conf.worker_shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+            ),
+            autoscale=tuple(autoscale) if autoscale else None,  # type: ignore[arg-type]
+            statedb=statedb or conf.worker_state_db,
+            beat=beat,
+            send_events=bool(conf.worker_send_task_events if send_events is None else send_events),
+            heartbeat_interval=float(heartbeat_interval or conf.worker_heartbeat_interval),
+            without_heartbeat=without_heartbeat,
+            without_gossip=without_gossip,
+            without_mingle=without_mingle,
+        )
+        self.state = WorkerState()
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.RLock()
+        self._status = "created"
+        self._stopped = threading.Event()
+        self._atexit: Any = None
+        self._build()
+
+    # blueprint ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        steps: list[Any] = [*worker_steps(), *self.app.steps["worker"]]
+        self.worker_blueprint = Blueprint("worker", steps).apply(self)
+        consumer = self.worker_blueprint.steps["consumer"]
+        self.consumer_blueprint: Blueprint = consumer.blueprint
+        self._pool = self.worker_blueprint.steps["pool"].pool
+        self.blueprint = WorkerBlueprint(self.worker_blueprint, self.consumer_blueprint)
+
+    @property
+    def steps(self) -> dict[str, Step]:
+        """Every step of both blueprints by name: ``worker.steps["pool"].pool``."""
+        return {**self.worker_blueprint.steps, **self.consumer_blueprint.steps}
+
+    def consume_from(self) -> list[Any]:
+        """The kombu queues this worker consumes."""
+        return [self.app.router.queue(name) for name in self.options.queues]
+
+    # lifecycle ----------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """``created``, ``starting``, ``running``, ``stopping`` or ``stopped``."""
+        return self._status
+
+    @property
+    def stopped(self) -> bool:
+        return self._status in ("created", "stopped")
+
+    def start(self) -> Worker:
+        """Start every step; returns once the worker is consuming. Raises if a step fails."""
+        with self._lock:
+            if self._status == "running":
+                return self
+            if self._status == "stopped":
+                self._build()
+            self._status = "starting"
+            self._stopped.clear()
+            self.app.signals.worker_init.send(sender=self)
+            try:
+                self.worker_blueprint.start(self)
+            except BaseException:
+                self._status = "stopped"
+                self._stopped.set()
+                raise
+            self._status = "running"
+            self._atexit = _register_atexit(self)
+        logger.info("%s: ready, consuming %s", self.hostname, ", ".join(self.options.queues))
+        self.app.signals.worker_ready.send(sender=self)
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Warm shutdown: stop consuming, return unstarted messages, let running tasks finish."""
+        with self._lock:
+            if self._status not in ("running", "starting"):
+                return
+            self._status = "stopping"
+            self.app.signals.worker_shutting_down.send(sender=self, how="warm")
+            self.worker_blueprint.stop(self)
+            self._status = "stopped"
+            if self._atexit is not None:
+                atexit.unregister(self._atexit)
+                self._atexit = None
+        self.app.signals.worker_shutdown.send(sender=self)
+        self._stopped.set()
+        logger.info("%s: stopped", self.hostname)
+
+    def stop_soon(self) -> None:
+        """Stop from a worker thread (e.g. the shutdown control command) without deadlock."""
+        threading.Thread(
+            target=self.stop, name=f"nbqueue-{self.hostname}-stop", daemon=True
+        ).start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has stopped; False on timeout."""
+        return self._stopped.wait(timeout)
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Wait until this worker's queues are empty and nothing is reserved or running.
+
+        False on timeout. Useful in notebooks and tests: send, ``drain()``, then look.
+        """
+        if self._status != "running":
+            raise ImproperlyStarted(f"worker {self.hostname} is {self._status}, not running")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        loop = self.steps["hub"].loop
+        while True:
+            seen = self.state.version
+            # checked in the loop thread, so no message is half-way through delivery
+            if loop.run_sync(self._drained):
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self.state.wait_change(seen, min(0.05, remaining) if remaining is not None else 0.05)
+
+    def _drained(self) -> bool:
+        if self.state.busy() or self.state.scheduled:
+            return False
+        channel = self.steps["tasks"].channel
+        if channel is None:
+            return True
+        qos = channel.qos
+        if len(qos._delivered) - len(qos._dirty) > 0:
+            return False
+        return all(channel._size(queue.name) == 0 for queue in self.consume_from())
+
+    def queue_sizes(self) -> dict[str, int]:
+        """Messages waiting in each of this worker's queues."""
+        with self.app.connection() as conn:
+            channel = conn.default_channel
+            return {name: channel._size(name) for name in self.options.queues}
+
+    def queue_sizes_total(self) -> int:
+        return sum(self.queue_sizes().values())
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # message flow (called by steps) -------------------------------------------------------
+    def reserve(self, request: Any) -> None:
+        """Hand a request to the pool."""
+        self.state.on_reserved(request)
+        if self.task_events_enabled():
+            self.emit_task_event("task-received", request.id, **_received_fields(request))
+        self._pool.submit(request)
+
+    def schedule_eta(self, request: Any) -> None:
+        """Hold an ETA/countdown request on the timer until it is due."""
+        self.state.on_scheduled(request)
+        self.steps["tasks"].update_qos(+1)
+        self.steps["timer"].timer.call_at(request.eta, self._release_eta, request)
+
+    def _release_eta(self, request: Any) -> None:
+        if request.id not in self.state.scheduled:
+            return  # already returned to the queue by a stop
+        self.state.on_unscheduled(request)
+        self.steps["tasks"].update_qos(-1)
+        if request.id in self.state.revoked:
+            self.discard_revoked(request)
+            return
+        self.reserve(request)
+
+    def discard_revoked(self, request: Any, *, expired: bool = False) -> None:
+        """Ack a request that must not run, store REVOKED and announce it."""
+        request.ack()
+        self.app.backend.store_result(request.id, TaskRevokedError("revoked"), states.REVOKED)
+        self.app.signals.task_revoked.send(
+            sender=request.task, request=request, terminated=False, signum=None, expired=expired
+        )
+        self.emit_task_event(
+            "task-revoked", request.id, terminated=False, signum=None, expired=expired
+        )
+        self.state.on_dropped(request)
+
+    def return_unstarted(self) -> None:
+        """Put reserved and ETA-held messages back in their queues (at a warm stop)."""
+        pending = self.steps["pool"].pool.flush_pending()
+        scheduled = list(self.state.scheduled.values())
+        for request in scheduled:
+            self.state.on_unscheduled(request)
+        for request in reversed(pending + scheduled):  # front of the queue, original order
+            request.reject(requeue=True)
+            self.state.on_dropped(request)
+        if pending or scheduled:
+            logger.info(
+                "%s: returned %d unstarted message(s) to the broker",
+                self.hostname,
+                len(pending) + len(scheduled),
+            )
+
+    def on_request_start(self, request: Any) -> None:
+        self.emit_task_event("task-started", request.id)
+
+    def on_request_done(self, request: Any, outcome: Any) -> None:
+        """Announce how a run ended (events are sent only when task events are on)."""
+        state = outcome.state
+        if state == states.SUCCESS:
+            self.emit_task_event(
+                "task-succeeded",
+                request.id,
+                result=saferepr(outcome.retval),
+                runtime=outcome.runtime,
+            )
+        elif state == states.FAILURE:
+            self.emit_task_event(
+                "task-failed",
+                request.id,
+                exception=repr(outcome.exception),
+                traceback=outcome.traceback or "",
+            )
+        elif state == states.RETRY:
+            self.emit_task_event(
+                "task-retried",
+                request.id,
+                exception=repr(outcome.exception),
+                traceback=outcome.traceback or "",
+            )
+        elif state == states.REJECTED:
+            self.emit_task_event("task-rejected", request.id, requeue=outcome.requeue)
+
+    def task_events_enabled(self) -> bool:
+        events = self.consumer_blueprint.steps.get("events")
+        return events is not None and getattr(events, "task_events", False)
+
+    def emit_task_event(self, type_: str, task_id: str, **fields: Any) -> None:
+        """Send a task event through the Events step, when it runs with task events on."""
+        events = self.consumer_blueprint.steps.get("events")
+        if events is not None and getattr(events, "task_events", False):
+            events.send_task_event(type_, uuid=task_id, **fields)
+
+    def run_coroutine(self, coroutine: Any) -> Any:
+        """Run an ``async def`` task's coroutine on the worker's own event-loop thread."""
+        return self.steps["pool"].asyncio.run(coroutine)
+
+    # introspection ------------------------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        """Counters and step info (what ``inspect stats`` reports)."""
+        snapshot = self.state.snapshot()
+        return {
+            "hostname": self.hostname,
+            "status": self._status,
+            "pid": os.getpid(),
+            "clock": str(self.app.clock.value),
+            "uptime": round(time.time() - self.state.started_at, 3),
+            "total": snapshot["total"],
+            "pool": self.steps["pool"].info(),
+            "prefetch_count": self.steps["tasks"].prefetch_count,
+            "counts": {
+                k: snapshot[k]
+                for k in ("active", "reserved", "scheduled", "processed", "succeeded", "failed")
+            },
+            "rejected": dict(self.stats),
+        }
+
+    info = statistics
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.hostname} {self._status}>"
+
+    def _repr_html_(self) -> str:
+        snapshot = self.state.snapshot()
+        counts = ", ".join(f"{k}: {snapshot[k]}" for k in ("active", "reserved", "processed"))
+        return (
+            f"<div><b>nbqueue worker</b> <code>{html.escape(self.hostname)}</code> "
+            f"<b>{html.escape(self._status)}</b> · pool {html.escape(self.options.pool)} × "
+            f"{self.options.concurrency} · {html.escape(counts)}<br>{self.blueprint.html()}</div>"
+        )
+
+
+def _received_fields(request: Any) -> dict[str, Any]:
+    headers = request.task_message.headers
+    return {
+        "name": request.name,
+        "args": headers.get("argsrepr") or saferepr(request.task_message.args),
+        "kwargs": headers.get("kwargsrepr") or saferepr(request.task_message.kwargs),
+        "root_id": headers.get("root_id"),
+        "parent_id": headers.get("parent_id"),
+        "retries": headers.get("retries", 0),
+        "eta": headers.get("eta"),
+        "expires": headers.get("expires"),
+    }
+
+
+def _register_atexit(worker: Worker) -> Any:
+    """Stop `worker` at interpreter exit (returning unacked messages), without keeping it alive."""
+    ref = weakref.ref(worker)
+
+    def stop_at_exit() -> None:
+        alive = ref()
+        if alive is not None:
+            try:
+                alive.stop()
+            except Exception:
+                logger.exception("stopping %s at exit failed", alive.hostname)
+
+    atexit.register(stop_at_exit)
+    return stop_at_exit

@@ -1,0 +1,188 @@
+"""Execution pools: threads (default) and solo (in the loop thread)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+__all__ = ["SoloPool", "ThreadPool", "pool_class"]
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class ThreadPool:
+    """A fixed (or autoscaled) number of named daemon threads taking requests from a queue."""
+
+    implementation = "nbqueue.worker.pools:ThreadPool"
+
+    def __init__(self, name: str, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a thread pool needs at least one thread, not {size}")
+        self.name = name
+        self.size = size
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._serial = 0
+        self.busy = 0
+
+    def start(self) -> None:
+        with self._lock:
+            for _ in range(self.size):
+                self._spawn()
+
+    def _spawn(self) -> None:
+        self._serial += 1
+        thread = threading.Thread(
+            target=self._work, name=f"{self.name}-{self._serial}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while True:
+            request = get()
+            if request is _STOP:
+                return
+            with self._lock:
+                self.busy += 1
+            try:
+                request.thread = threading.current_thread()
+                request.execute()
+            except BaseException:
+                logger.exception("pool thread: %r crashed outside its task", request)
+            finally:
+                with self._lock:
+                    self.busy -= 1
+
+    def submit(self, request: Any) -> None:
+        self._queue.put(request)
+
+    def flush_pending(self) -> list[Any]:
+        """Take back every request not started yet, in the order they were submitted."""
+        pending = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return pending
+            if item is not _STOP:
+                pending.append(item)
+
+    def grow(self, n: int = 1) -> None:
+        with self._lock:
+            for _ in range(n):
+                self._spawn()
+            self.size += n
+
+    def shrink(self, n: int = 1) -> None:
+        with self._lock:
+            n = min(n, self.size - 1)
+            self.size -= n
+        for _ in range(max(n, 0)):
+            self._queue.put(_STOP)
+
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        """Ask every thread to exit after its current task; return the names still alive."""
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(_STOP)
+        for thread in threads:
+            thread.join(timeout)
+        alive = [t.name for t in threads if t.is_alive()]
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+        return alive
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return [t for t in self._threads if t.is_alive()]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "implementation": self.implementation,
+            "max-concurrency": self.size,
+            "threads": [t.name for t in self.threads],
+            "busy": self.busy,
+        }
+
+
+class SoloPool:
+    """Runs each request right away in the loop thread: one task at a time."""
+
+    implementation = "nbqueue.worker.pools:SoloPool"
+    size = 1
+
+    def __init__(self, name: str, size: int = 1) -> None:
+        self.name = name
+        self.busy = 0
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, request: Any) -> None:
+        self.busy = 1
+        try:
+            request.thread = threading.current_thread()
+            request.execute()
+        finally:
+            self.busy = 0
+
+    def flush_pending(self) -> list[Any]:
+        return []
+
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        return []
+
+    def info(self) -> dict[str, Any]:
+        return {"implementation": self.implementation, "max-concurrency": 1, "busy": self.busy}
+
+
+def pool_class(name: str) -> type[ThreadPool] | type[SoloPool]:
+    pools: dict[str, Any] = {"threads": ThreadPool, "solo": SoloPool}
+    try:
+        return pools[name]
+    except KeyError:
+        raise ValueError(f"unknown pool {name!r}; use one of {sorted(pools)}") from None
+
+
+class AsyncioThread:
+    """An event loop on a dedicated thread for ``async def`` tasks (never the kernel's loop)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: Any = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, coroutine: Any) -> Any:
+        """Run `coroutine` on the loop thread and wait for its result in the caller."""
+        import asyncio
+
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name=self.name, daemon=True
+                )
+                self._thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()

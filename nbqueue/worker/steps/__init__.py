@@ -1,0 +1,23 @@
+"""The worker's and the consumer's default bootsteps, one module per step."""
+
+from __future__ import annotations
+
+from ...bootsteps import Step
+from .connection import Connection
+from .consumer import Consumer
+from .hub import Hub
+from .pool import Pool
+from .tasks import Tasks
+from .timer import Timer
+
+__all__ = ["consumer_steps", "worker_steps"]
+
+
+def worker_steps() -> list[type[Step]]:
+    """Default worker blueprint steps (the consumer is last)."""
+    return [Timer, Hub, Pool, Consumer]
+
+
+def consumer_steps() -> list[type[Step]]:
+    """Default consumer blueprint steps."""
+    return [Connection, Tasks]

@@ -1,0 +1,37 @@
+"""Pool: the threads (or the solo loop) that run tasks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ...bootsteps import Step
+from ..pools import AsyncioThread, pool_class
+
+__all__ = ["Pool"]
+
+logger = logging.getLogger(__name__)
+
+
+class Pool(Step):
+    """Creates the pool chosen by the worker's ``pool`` option, sized by ``concurrency``."""
+
+    requires = ("hub",)
+
+    def __init__(self, worker: Any, **options: Any) -> None:
+        super().__init__(worker, **options)
+        cls = pool_class(worker.options.pool)
+        self.pool = cls(f"nbqueue-{worker.hostname}-pool", worker.options.concurrency)
+        self.asyncio = AsyncioThread(f"nbqueue-{worker.hostname}-asyncio")
+
+    def start(self, worker: Any) -> None:
+        self.pool.start()
+
+    def stop(self, worker: Any) -> None:
+        alive = self.pool.stop(timeout=worker.options.shutdown_timeout)
+        self.asyncio.stop()
+        if alive:
+            logger.warning("%s: pool threads still running after stop: %s", worker.hostname, alive)
+
+    def info(self) -> dict[str, Any]:
+        return self.pool.info()

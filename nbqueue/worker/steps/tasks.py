@@ -1,0 +1,87 @@
+"""Tasks: the task consumer, with Celery's prefetch (QoS) rules."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu import Consumer
+
+from ...bootsteps import Step
+from ..strategy import TaskHandler
+
+__all__ = ["Tasks"]
+
+logger = logging.getLogger(__name__)
+
+
+class Tasks(Step):
+    """Consumes the worker's queues; prefetch = concurrency × ``worker_prefetch_multiplier``.
+
+    ETA tasks held on the timer raise the prefetch limit by one each (as Celery does), so
+    they never starve the queue.
+    """
+
+    requires = ("connection",)
+
+    def __init__(self, worker: Any, **options: Any) -> None:
+        super().__init__(worker, **options)
+        self.handler = TaskHandler(worker)
+        self.consumer: Consumer | None = None
+        self.channel: Any = None
+        self.extra_prefetch = 0
+
+    @property
+    def prefetch_count(self) -> int:
+        """The QoS limit (0 = unlimited), including room for held ETA tasks."""
+        options = self.parent.options
+        base = options.concurrency * options.prefetch_multiplier
+        return base + self.extra_prefetch if base else 0
+
+    def start(self, worker: Any) -> None:
+        worker.steps["hub"].loop.run_sync(self._consume, worker)
+
+    def _consume(self, worker: Any) -> None:
+        conn = worker.steps["connection"].connection
+        self.channel = conn.channel()
+        self.channel.basic_qos(0, self.prefetch_count, False)
+        queues = [q.bind(self.channel) for q in worker.consume_from()]
+        self.consumer = Consumer(
+            self.channel, queues=queues, on_message=self.handler.on_message, no_ack=False
+        )
+        self.consumer.consume()
+
+    def update_qos(self, delta: int) -> None:
+        """Grow (or shrink) the prefetch limit; applied in the loop thread."""
+        self.extra_prefetch = max(0, self.extra_prefetch + delta)
+        channel = self.channel
+        if channel is not None:
+            self.parent.steps["hub"].loop.call_soon(
+                lambda: channel.basic_qos(0, self.prefetch_count, False)
+            )
+
+    def active_queues(self) -> list[Any]:
+        return list(self.consumer.queues) if self.consumer is not None else []
+
+    def stop(self, worker: Any) -> None:
+        loop = worker.steps["hub"].loop
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            loop.run_sync(consumer.cancel)
+        worker.return_unstarted()
+        if not worker.state.wait_idle(worker.options.shutdown_timeout):
+            logger.warning(
+                "%s: tasks still running after %.1f s; their messages are restored",
+                worker.hostname,
+                worker.options.shutdown_timeout,
+            )
+        channel, self.channel = self.channel, None
+        self.extra_prefetch = 0
+        if channel is not None:
+            loop.run_sync(channel.close)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "prefetch_count": self.prefetch_count,
+            "queues": [q.name for q in self.active_queues()],
+        }

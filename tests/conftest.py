@@ -1,0 +1,122 @@
+"""Shared test setup: markers per folder, service detection, and a thread-leak guard."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+#: folder -> marker added to every test in it
+FOLDER_MARKERS = {
+    "redis": "redis",
+    "interop": "celery",
+    "kernel": "kernel",
+    "browser": "browser",
+}
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(HERE).parts
+        marker = FOLDER_MARKERS.get(parts[0]) if len(parts) > 1 else None
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
+
+
+def service_missing(what: str) -> None:
+    """Skip on a developer laptop without the service; fail under CI, where it must run."""
+    message = f"{what} is not available"
+    if CI:
+        pytest.fail(f"{message} (CI=true: service-backed tests must run, not skip)")
+    pytest.skip(message)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """``host:port`` of the Redis on loopback, or skip (fail under CI)."""
+    if not _port_open(REDIS_HOST, REDIS_PORT):
+        service_missing(f"Redis on {REDIS_HOST}:{REDIS_PORT}")
+    return f"{REDIS_HOST}:{REDIS_PORT}"
+
+
+_db_lock = threading.Lock()
+_free_dbs = list(range(8, 16))
+
+
+@pytest.fixture
+def redis_db(redis_server: str) -> Iterator[int]:
+    """A Redis database number of our own, flushed before and after the test."""
+    import redis
+
+    with _db_lock:
+        db = _free_dbs.pop(0)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    client.flushdb()
+    try:
+        yield db
+    finally:
+        client.flushdb()
+        client.close()
+        with _db_lock:
+            _free_dbs.append(db)
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+
+
+def _nbqueue_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("nbqueue-") and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves ``nbqueue-*`` threads running, printing their stacks."""
+    before = {t.ident for t in _nbqueue_threads()}
+    yield
+    deadline = time.monotonic() + 10
+    leaked = [t for t in _nbqueue_threads() if t.ident not in before]
+    for thread in leaked:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    leaked = [t for t in leaked if t.is_alive()]
+    if leaked:
+        frames = sys._current_frames()
+        stacks = "\n".join(
+            f"--- {t.name}\n" + "".join(traceback.format_stack(frames[t.ident]))
+            for t in leaked
+            if t.ident in frames
+        )
+        pytest.fail(f"test left {len(leaked)} nbqueue thread(s) running:\n{stacks}")
+
+
+@pytest.fixture
+def app() -> Iterator[object]:
+    """A fresh in-process app, closed after the test."""
+    import nbqueue
+
+    application = nbqueue.App("test")
+    try:
+        yield application
+    finally:
+        application.close()
