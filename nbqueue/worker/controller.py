@@ -155,6 +155,10 @@ class Worker:
         )
         self.state = WorkerState()
         self.stats: Counter[str] = Counter()
+        self._queues: tuple[str, ...] = self.options.queues
+        #: per-worker overrides set by remote control (``rate_limit``, ``time_limit``)
+        self.rate_limits: dict[str, str | None] = {}
+        self.time_limits: dict[str, tuple[float | None, float | None]] = {}
         self._lock = threading.RLock()
         self._status = "created"
         self._stopped = threading.Event()
@@ -175,9 +179,14 @@ class Worker:
         """Every step of both blueprints by name: ``worker.steps["pool"].pool``."""
         return {**self.worker_blueprint.steps, **self.consumer_blueprint.steps}
 
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Names of the queues consumed now (``options.queues`` plus ``add_consumer``)."""
+        return self._queues
+
     def consume_from(self) -> list[Any]:
         """The kombu queues this worker consumes."""
-        return [self.app.router.queue(name) for name in self.options.queues]
+        return [self.app.router.queue(name) for name in self._queues]
 
     # lifecycle ----------------------------------------------------------------------------
     @property
@@ -207,7 +216,7 @@ class Worker:
                 raise
             self._status = "running"
             self._atexit = _register_atexit(self)
-        logger.info("%s: ready, consuming %s", self.hostname, ", ".join(self.options.queues))
+        logger.info("%s: ready, consuming %s", self.hostname, ", ".join(self._queues))
         self.app.signals.worker_ready.send(sender=self)
         return self
 
@@ -271,7 +280,7 @@ class Worker:
         """Messages waiting in each of this worker's queues."""
         with self.app.connection() as conn:
             channel = conn.default_channel
-            return {name: channel._size(name) for name in self.options.queues}
+            return {name: channel._size(name) for name in self._queues}
 
     def queue_sizes_total(self) -> int:
         return sum(self.queue_sizes().values())
@@ -309,7 +318,8 @@ class Worker:
     def discard_revoked(self, request: Any, *, expired: bool = False) -> None:
         """Ack a request that must not run, store REVOKED and announce it."""
         request.ack()
-        self.app.backend.store_result(request.id, TaskRevokedError("revoked"), states.REVOKED)
+        reason = TaskRevokedError("expired" if expired else "revoked")
+        self.app.backend.store_result(request.id, reason, states.REVOKED, request=None)
         self.app.signals.task_revoked.send(
             sender=request.task, request=request, terminated=False, signum=None, expired=expired
         )
@@ -317,6 +327,57 @@ class Worker:
             "task-revoked", request.id, terminated=False, signum=None, expired=expired
         )
         self.state.on_dropped(request)
+
+    # control surface: what remote-control commands (and users) call ----------------------
+    def revoke(
+        self, task_ids: str | list[str], *, terminate: bool = False, signal: str = "SIGTERM"
+    ) -> list[str]:
+        """Never run these task ids here; returns the ids that were waiting here.
+
+        Reserved and ETA-held requests are dropped when they come up (acked, stored
+        REVOKED, announced). ``terminate`` for running tasks is the pool's business.
+        """
+        ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
+        for task_id in ids:
+            self.state.revoked.add(task_id)
+        waiting = {**self.state.reserved, **self.state.scheduled}
+        return [task_id for task_id in ids if task_id in waiting]
+
+    def set_rate_limit(self, task_name: str, rate: str | None) -> None:
+        """Change `task_name`'s rate limit on this worker (``"10/s"``, ``None`` to lift it)."""
+        self.app.tasks.resolve(task_name)  # NotRegistered for unknown names
+        self.rate_limits[task_name] = rate
+
+    def set_time_limit(self, task_name: str, hard: float | None, soft: float | None) -> None:
+        """Change `task_name`'s hard and soft time limits (seconds) on this worker."""
+        self.app.tasks.resolve(task_name)
+        self.time_limits[task_name] = (hard, soft)
+
+    def add_consumer(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        exchange_type: str = "direct",
+        routing_key: str | None = None,
+    ) -> None:
+        """Start consuming another queue (declared on the fly, Celery's ``add_consumer``)."""
+        from kombu import Exchange, Queue
+
+        if exchange is None and routing_key is None:
+            entity = self.app.router.queue(queue)
+        else:
+            entity = Queue(
+                queue, Exchange(exchange or queue, type=exchange_type), routing_key or queue
+            )
+            self.app.router.queue(entity)
+        self.steps["tasks"].add_queue(entity)
+        if queue not in self.options.queues:
+            self._queues = (*self._queues, queue)
+
+    def cancel_consumer(self, queue: str) -> None:
+        """Stop consuming `queue` (messages already reserved still run)."""
+        self.steps["tasks"].cancel_queue(queue)
+        self._queues = tuple(q for q in self._queues if q != queue)
 
     def return_unstarted(self) -> None:
         """Put reserved and ETA-held messages back in their queues (at a warm stop)."""

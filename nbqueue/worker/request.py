@@ -83,6 +83,9 @@ class Request:
     def execute(self) -> Outcome:
         """Run the task in the calling (pool) thread, acknowledging early or late."""
         worker = self.worker
+        if self.id in worker.state.revoked:  # revoked while it waited in the pool's queue
+            worker.discard_revoked(self)
+            return Outcome(states.REVOKED)
         self.time_start = time.time()
         worker.state.on_active(self)
         late = self.acks_late

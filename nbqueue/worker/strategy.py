@@ -19,7 +19,6 @@ from ..exceptions import (
     NotRegistered,
     ProtocolError,
     SecurityError,
-    TaskRevokedError,
 )
 from ..protocol import TaskMessage, parse_task_message
 from .request import Request
@@ -116,21 +115,16 @@ class TaskHandler:
         expired = request.expired()
         if not expired and request.id not in self.worker.state.revoked:
             return False
-        request.ack()
-        reason = "expired" if expired else "revoked"
         logger.info(
-            "%s: discarding %s task %s[%s]", self.worker.hostname, reason, request.name, request.id
+            "%s: discarding %s task %s[%s]",
+            self.worker.hostname,
+            "expired" if expired else "revoked",
+            request.name,
+            request.id,
         )
         if expired:
             self.worker.state.revoked.add(request.id)
-        self.app.backend.store_result(request.id, TaskRevokedError(reason), states.REVOKED)
-        self.app.signals.task_revoked.send(
-            sender=request.task, request=request, terminated=False, signum=None, expired=expired
-        )
-        self.worker.emit_task_event(
-            "task-revoked", request.id, terminated=False, signum=None, expired=expired
-        )
-        self.worker.state.on_dropped(request)
+        self.worker.discard_revoked(request, expired=expired)
         return True
 
     @staticmethod

@@ -308,3 +308,49 @@ def test_progress_states_are_stored_and_visible(app):
         assert result.info == {"current": 3, "total": 3}
         gate.set()
         assert result.get(timeout=10) == 3
+
+
+def test_revoked_ids_never_run_whether_queued_reserved_or_eta_held(app):
+    gate = threading.Event()
+    ran = []
+
+    @app.task
+    def blocker():
+        gate.wait(10)
+
+    @app.task
+    def victim(i):
+        ran.append(i)
+
+    with app.worker(concurrency=1, prefetch_multiplier=4) as worker:
+        blocker.delay()
+        reserved = victim.delay(1)  # waits in the pool's queue behind the blocker
+        eta = victim.apply_async((2,), countdown=0.3)
+        wait_for(lambda: reserved.id in worker.state.reserved and eta.id in worker.state.scheduled)
+        assert sorted(worker.revoke([reserved.id, eta.id])) == sorted([reserved.id, eta.id])
+        queued = victim.delay(3)
+        worker.revoke(queued.id)
+        gate.set()
+        for result in (reserved, eta, queued):
+            with pytest.raises(nbqueue.exceptions.TaskRevokedError):
+                result.get(timeout=10)
+        assert worker.drain(10)
+    assert ran == []
+    assert not app.broker.space.unacked
+
+
+def test_add_and_cancel_consumer_at_runtime(app):
+    @app.task(queue="extra")
+    def elsewhere():
+        return "extra"
+
+    with app.worker(concurrency=1) as worker:
+        result = elsewhere.delay()
+        worker.add_consumer("extra")
+        assert result.get(timeout=10) == "extra"
+        assert worker.queues == ("celery", "extra")
+        worker.cancel_consumer("extra")
+        later = elsewhere.delay()
+        assert worker.drain(10)
+        assert later.state == states.PENDING
+        assert app.broker.space.sizes()["extra"] == 1

@@ -51,6 +51,22 @@ class Tasks(Step):
         )
         self.consumer.consume()
 
+    def add_queue(self, queue: Any) -> None:
+        """Consume one more queue, in the loop thread."""
+
+        def add() -> None:
+            if self.consumer is None:
+                return
+            self.consumer.add_queue(queue.bind(self.channel))
+            self.consumer.consume()
+
+        self.parent.steps["hub"].loop.run_sync(add)
+
+    def cancel_queue(self, name: str) -> None:
+        """Stop consuming the queue called `name`, in the loop thread."""
+        if self.consumer is not None:
+            self.parent.steps["hub"].loop.run_sync(self.consumer.cancel_by_queue, name)
+
     def update_qos(self, delta: int) -> None:
         """Grow (or shrink) the prefetch limit; applied in the loop thread."""
         self.extra_prefetch = max(0, self.extra_prefetch + delta)
