@@ -22,6 +22,7 @@ FOLDER_MARKERS = {
     "interop": "celery",
     "kernel": "kernel",
     "browser": "browser",
+    "integration": "integration",
 }
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

@@ -163,6 +163,8 @@ class Worker:
         self._status = "created"
         self._stopped = threading.Event()
         self._atexit: Any = None
+        #: set by a cold shutdown: stop without waiting for running tasks
+        self.cold = False
         self._build()
 
     # blueprint ----------------------------------------------------------------------------
@@ -205,6 +207,7 @@ class Worker:
                 return self
             if self._status == "stopped":
                 self._build()
+            self.cold = False
             self._status = "starting"
             self._stopped.clear()
             self.app.signals.worker_init.send(sender=self)
@@ -220,13 +223,15 @@ class Worker:
         self.app.signals.worker_ready.send(sender=self)
         return self
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Warm shutdown: stop consuming, return unstarted messages, let running tasks finish."""
+    def stop(self) -> None:
+        """Warm shutdown: stop consuming, return unstarted messages, let running tasks finish
+        (up to ``shutdown_timeout`` seconds)."""
         with self._lock:
             if self._status not in ("running", "starting"):
                 return
             self._status = "stopping"
-            self.app.signals.worker_shutting_down.send(sender=self, how="warm")
+            how = "cold" if self.cold else "warm"
+            self.app.signals.worker_shutting_down.send(sender=self, how=how)
             self.worker_blueprint.stop(self)
             self._status = "stopped"
             if self._atexit is not None:
@@ -235,6 +240,13 @@ class Worker:
         self.app.signals.worker_shutdown.send(sender=self)
         self._stopped.set()
         logger.info("%s: stopped", self.hostname)
+
+    def terminate(self) -> None:
+        """Cold shutdown: like `stop`, but running tasks are not waited for (their unacked
+        messages go back to the broker; with early acks they are lost, as in Celery)."""
+        self.cold = True
+        self.state.wake()
+        self.stop()
 
     def stop_soon(self) -> None:
         """Stop from a worker thread (e.g. the shutdown control command) without deadlock."""

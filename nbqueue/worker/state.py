@@ -137,11 +137,18 @@ class WorkerState:
     def busy(self) -> bool:
         return bool(self.active or self.reserved)
 
-    def wait_idle(self, timeout: float | None) -> bool:
-        """Wait until nothing is reserved or active; False on timeout."""
+    def wake(self) -> None:
+        """Wake every waiter so it re-checks its condition (e.g. a cold shutdown began)."""
+        with self._lock:
+            self._bump()
+
+    def wait_idle(self, timeout: float | None, abort: Any = None) -> bool:
+        """Wait until nothing is reserved or active; False on timeout or when `abort()` is true."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while self.active or self.reserved:
+                if abort is not None and abort():
+                    return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

@@ -28,7 +28,8 @@ class Pool(Step):
         self.pool.start()
 
     def stop(self, worker: Any) -> None:
-        alive = self.pool.stop(timeout=worker.options.shutdown_timeout)
+        # a cold shutdown abandons running tasks: their (daemon) threads are not waited for
+        alive = self.pool.stop(timeout=0 if worker.cold else worker.options.shutdown_timeout)
         self.asyncio.stop()
         if alive:
             logger.warning("%s: pool threads still running after stop: %s", worker.hostname, alive)

@@ -85,11 +85,12 @@ class Tasks(Step):
         if consumer is not None:
             loop.run_sync(consumer.cancel)
         worker.return_unstarted()
-        if not worker.state.wait_idle(worker.options.shutdown_timeout):
+        waited = worker.state.wait_idle(worker.options.shutdown_timeout, abort=lambda: worker.cold)
+        if not waited:
             logger.warning(
-                "%s: tasks still running after %.1f s; their messages are restored",
+                "%s: abandoning running tasks (%s); their unacked messages are restored",
                 worker.hostname,
-                worker.options.shutdown_timeout,
+                "cold shutdown" if worker.cold else "shutdown timeout",
             )
         channel, self.channel = self.channel, None
         self.extra_prefetch = 0

@@ -1,19 +1,19 @@
-"""The ``nbqueue`` command (also ``python -m nbqueue``)."""
+"""``nbqueue demo``: a batch on an in-process worker, with a progress bar."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["add_parser"]
 
 
-def _demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Start an in-process worker, run a batch with a progress bar, show results and steps."""
-    from . import App, group
-    from .progress import show_in_terminal
+    from .. import App, group
+    from ..progress import show_in_terminal
 
     app = App("demo")
 
@@ -40,17 +40,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if values == [i * i for i in range(args.tasks)] else 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbqueue", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_parser(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run a batch on an in-process worker")
     demo.add_argument("-n", "--tasks", type=int, default=200, help="tasks to run (200)")
     demo.add_argument("-c", "--concurrency", type=int, default=4, help="worker threads (4)")
     demo.add_argument("--delay", type=float, default=0.01, help="seconds each task waits")
-    demo.set_defaults(handler=_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return args.handler(args)
+    demo.set_defaults(handler=run)
