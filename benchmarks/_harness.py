@@ -94,11 +94,15 @@ def medians(runs: list[dict]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def table(results: dict[str, list[dict]], columns: list[str]) -> str:
     """A markdown table of medians per case."""
     lines = ["| case | runs | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for label, runs in results.items():
         m = medians(runs)
-        cells = [f"{m[c]:,.2f}" if c in m else "n/a" for c in columns]
+        cells = [_fmt(m[c]) if c in m else "n/a" for c in columns]
         lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
