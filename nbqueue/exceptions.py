@@ -19,6 +19,7 @@
     │   ├── MaxRetriesExceededError
     │   └── WorkerLostError         the process running the task died
     ├── ImproperlyStarted           a worker used before `start()` or after `stop()`
+    ├── RemoteTraceback             the traceback where a task ran (the `__cause__` on re-raise)
     ├── BootstepError               a bootstep failed (names the step)
     │   └── DependencyError         an unknown bootstep dependency or a cycle
     └── TaskControlFlow             raised *inside* a task to steer the worker
@@ -200,7 +201,7 @@ class Ignore(TaskControlFlow):
     """Leave the task's state as it is and do not store a result."""
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(NbqueueError):
     """Carries a traceback formatted where the task ran; set as ``__cause__`` on re-raise."""
 
     def __init__(self, tb: str) -> None:

@@ -57,6 +57,4 @@ def test_exception_tree_has_one_root():
 
     for name in exceptions.__all__:
         cls = getattr(exceptions, name)
-        if name == "RemoteTraceback":
-            continue
         assert issubclass(cls, exceptions.NbqueueError), name
