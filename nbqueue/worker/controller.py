@@ -343,6 +343,12 @@ class Worker:
         waiting = {**self.state.reserved, **self.state.scheduled}
         return [task_id for task_id in ids if task_id in waiting]
 
+    def set_autoscale(self, max: int | None = None, min: int | None = None) -> tuple[int, int]:
+        """New autoscale bounds (the ``autoscale`` command); ValueError when not autoscaling."""
+        if self.worker_blueprint.state_of("autoscaler") == bootsteps.DISABLED:
+            raise ValueError("Autoscale not enabled")
+        return self.steps["autoscaler"].update(max, min)
+
     def set_rate_limit(self, task_name: str, rate: str | None) -> None:
         """Change `task_name`'s rate limit on this worker (``"10/s"``, ``None`` to lift it)."""
         self.app.tasks.resolve(task_name)  # NotRegistered for unknown names
@@ -451,12 +457,22 @@ class Worker:
             "uptime": round(time.time() - self.state.started_at, 3),
             "total": snapshot["total"],
             "pool": self.steps["pool"].info(),
+            **self._optional_step_info(),
             "prefetch_count": self.steps["tasks"].prefetch_count,
             "counts": {
                 k: snapshot[k]
                 for k in ("active", "reserved", "scheduled", "processed", "succeeded", "failed")
             },
             "rejected": dict(self.stats),
+        }
+
+    def _optional_step_info(self) -> dict[str, Any]:
+        """Stats of the conditional worker steps that run (``autoscaler``, ...), by name."""
+        blueprint = self.worker_blueprint
+        return {
+            name: blueprint.steps[name].info()
+            for name in ("autoscaler",)
+            if name in blueprint.steps and blueprint.state_of(name) != bootsteps.DISABLED
         }
 
     info = statistics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...bootsteps import Step
+from .autoscaler import Autoscaler
 from .connection import Connection
 from .consumer import Consumer
 from .hub import Hub
@@ -15,7 +16,7 @@ __all__ = ["consumer_steps", "worker_steps"]
 
 def worker_steps() -> list[type[Step]]:
     """Default worker blueprint steps (the consumer is last)."""
-    return [Timer, Hub, Pool, Consumer]
+    return [Timer, Hub, Pool, Autoscaler, Consumer]
 
 
 def consumer_steps() -> list[type[Step]]:
