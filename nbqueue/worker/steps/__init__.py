@@ -8,6 +8,7 @@ from .connection import Connection
 from .consumer import Consumer
 from .hub import Hub
 from .pool import Pool
+from .statedb import StateDB
 from .tasks import Tasks
 from .timer import Timer
 
@@ -16,7 +17,7 @@ __all__ = ["consumer_steps", "worker_steps"]
 
 def worker_steps() -> list[type[Step]]:
     """Default worker blueprint steps (the consumer is last)."""
-    return [Timer, Hub, Pool, Autoscaler, Consumer]
+    return [Timer, Hub, Pool, Autoscaler, StateDB, Consumer]
 
 
 def consumer_steps() -> list[type[Step]]:
