@@ -471,7 +471,7 @@ class Worker:
         blueprint = self.worker_blueprint
         return {
             name: blueprint.steps[name].info()
-            for name in ("autoscaler", "statedb")
+            for name in ("autoscaler", "statedb", "beat")
             if name in blueprint.steps and blueprint.state_of(name) != bootsteps.DISABLED
         }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...bootsteps import Step
 from .autoscaler import Autoscaler
+from .beat import Beat
 from .connection import Connection
 from .consumer import Consumer
 from .hub import Hub
@@ -17,7 +18,7 @@ __all__ = ["consumer_steps", "worker_steps"]
 
 def worker_steps() -> list[type[Step]]:
     """Default worker blueprint steps (the consumer is last)."""
-    return [Timer, Hub, Pool, Autoscaler, StateDB, Consumer]
+    return [Timer, Hub, Pool, Autoscaler, StateDB, Beat, Consumer]
 
 
 def consumer_steps() -> list[type[Step]]:
