@@ -43,6 +43,7 @@ class WorkerOptions:
     without_heartbeat: bool = False
     without_gossip: bool = False
     without_mingle: bool = False
+    autoreload: bool = False
 
 
 class WorkerBlueprint:
@@ -102,6 +103,14 @@ class Worker:
         Node name ``name@host``, unique per worker.
     prefetch_multiplier:
         Messages reserved per pool slot (``worker_prefetch_multiplier``); 0 means unlimited.
+    autoscale:
+        ``(max, min)``: the Autoscaler step grows the pool up to ``max`` under a backlog.
+    statedb:
+        A file where the StateDB step keeps revoked ids and the clock across restarts.
+    beat:
+        Run the embedded periodic scheduler (``beat_schedule``) as the Beat step.
+    autoreload:
+        Reload task modules changed on disk (the Autoreloader step).
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class Worker:
         without_heartbeat: bool = False,
         without_gossip: bool = False,
         without_mingle: bool = False,
+        autoreload: bool = False,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -152,6 +162,7 @@ class Worker:
             without_heartbeat=without_heartbeat,
             without_gossip=without_gossip,
             without_mingle=without_mingle,
+            autoreload=autoreload,
         )
         self.state = WorkerState()
         self.stats: Counter[str] = Counter()
@@ -471,7 +482,7 @@ class Worker:
         blueprint = self.worker_blueprint
         return {
             name: blueprint.steps[name].info()
-            for name in ("autoscaler", "statedb", "beat")
+            for name in ("autoscaler", "statedb", "autoreloader", "beat")
             if name in blueprint.steps and blueprint.state_of(name) != bootsteps.DISABLED
         }
 
