@@ -96,7 +96,7 @@ class Worker:
     concurrency:
         Pool size (default: ``worker_concurrency`` or the number of CPUs).
     pool:
-        ``"threads"`` (default) or ``"solo"``.
+        ``"threads"`` (default), ``"solo"`` or ``"processes"`` (CPU-bound work, hard limits).
     queues:
         Queue names to consume (default: ``task_default_queue``).
     hostname:
