@@ -21,6 +21,7 @@ Where things run — the split a reviewer needs to know:
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal as signals
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..exceptions import RemoteTraceback, TimeLimitExceeded
+from ..exceptions import ConfigurationError, RemoteTraceback, TimeLimitExceeded
 from ..task import Task
 from .slot import ChildGone, Slot
 
@@ -57,6 +58,8 @@ class ProcessPool:
     implementation = "nbqueue.worker.processes:ProcessPool"
 
     def __init__(self, name: str, size: int, *, worker: Any) -> None:
+        if os.name != "posix":
+            raise ConfigurationError("pool='processes' needs a POSIX system; use 'threads'")
         if size < 1:
             raise ValueError(f"a process pool needs at least one process, not {size}")
         self.name = name
@@ -256,13 +259,12 @@ class ProcessPool:
         request = task.request
         fields = {k: v for k, v in request.as_dict().items() if k not in _NOT_SENT}
         bind = bool(task.bind) or getattr(type(task), "__wrapped__", None) is None
-        slot.jobs += 1
-        slot.pending = job = slot.jobs
+        job = slot.jobs + 1
+        # pickled before the child is involved: what cannot travel fails here, child intact
+        frame = slot.encode(("run", job, self._function_blob(task), args, kwargs, fields, bind))
+        slot.jobs = slot.pending = job
         try:
-            try:
-                slot.send(("run", job, self._function_blob(task), args, kwargs, fields, bind))
-            except (OSError, ValueError):
-                raise ChildGone() from None
+            slot.post(frame)
             return self._await(slot, task, job, *self.limits(task, request))
         except ChildGone:
             slot.pending = None
@@ -314,7 +316,13 @@ class ProcessPool:
             reply = ("reply", True, getattr(task, method)(*args, **kwargs))
         except BaseException as exc:
             reply = ("reply", False, exc)
-        slot.send(reply)
+        try:
+            frame = slot.encode(reply)
+        except Exception as exc:
+            frame = slot.encode(
+                ("reply", False, TypeError(f"cannot send {method}'s answer: {exc!r}"))
+            )
+        slot.post(frame)
 
     def limits(self, task: Task, request: Any) -> tuple[float | None, float | None]:
         """``(hard, soft)`` seconds: the message's, else the worker's override, else the task's

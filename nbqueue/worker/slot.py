@@ -19,7 +19,7 @@ import sys
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ..exceptions import TaskRevokedError, WorkerLostError
+from ..exceptions import NbqueueError, TaskRevokedError, WorkerLostError
 from .child import decode, encode
 
 __all__ = ["ChildGone", "Slot"]
@@ -27,8 +27,9 @@ __all__ = ["ChildGone", "Slot"]
 _BOOT = "from nbqueue.worker.child import main; main()"
 
 
-class ChildGone(Exception):
-    """The slot's child exited (or was killed) while the slot waited on it."""
+class ChildGone(NbqueueError):
+    """The slot's child exited (or was killed) while the slot waited on it (internal:
+    the pool turns it into `WorkerLostError` or a terminated task's error)."""
 
 
 def _pythonpath() -> str:
@@ -85,8 +86,18 @@ class Slot:
             self.kill()
             raise RuntimeError(f"{self.label} sent {kind!r} instead of 'ready'")
 
+    def encode(self, obj: Any) -> bytes:
+        return encode(obj, self.key)
+
+    def post(self, frame: bytes) -> None:
+        """Send an encoded frame; `ChildGone` if the child is not there to read it."""
+        try:
+            self.conn.send_bytes(frame)
+        except (OSError, ValueError):
+            raise ChildGone() from None
+
     def send(self, obj: Any) -> None:
-        self.conn.send_bytes(encode(obj, self.key))
+        self.post(self.encode(obj))
 
     def recv(self) -> Any:
         return decode(self.conn.recv_bytes(), self.key)
@@ -114,7 +125,7 @@ class Slot:
         try:
             self.send(("stop",))
             self.process.wait(timeout)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+        except (ChildGone, subprocess.TimeoutExpired):
             pass
         self.kill()
         self.conn.close()

@@ -39,6 +39,12 @@ def test_runs_functions_in_children_with_the_parent_storing_everything(app):
     def unpicklable():
         return threading.Lock()
 
+    lock = threading.Lock()
+
+    @app.task
+    def cannot_travel():
+        return lock.locked()
+
     seen = []
     app.backend.add_listener(lambda task_id, meta: seen.append((task_id, meta["status"])))
     with app.worker(pool="processes", concurrency=1) as worker:
@@ -60,6 +66,8 @@ def test_runs_functions_in_children_with_the_parent_storing_everything(app):
 
         with pytest.raises(TypeError, match="cannot be sent back from its process"):
             unpicklable.delay().get(timeout=30)
+        with pytest.raises(TypeError, match="lock"):
+            cannot_travel.delay().get(timeout=30)
         assert worker.statistics()["pool"]["processes"] == [child]  # still the same child
 
 
