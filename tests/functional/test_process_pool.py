@@ -32,6 +32,13 @@ def test_runs_functions_in_children_with_the_parent_storing_everything(app):
         return self.request.id, self.request.retries, list(self.request.args)
 
     @app.task
+    async def awaits(x):
+        import asyncio
+
+        await asyncio.sleep(0)
+        return x + 1
+
+    @app.task
     def fails():
         raise KeyError("missing in the child")
 
@@ -57,6 +64,8 @@ def test_runs_functions_in_children_with_the_parent_storing_everything(app):
         result = reports.delay(3)
         assert list(result.get(timeout=30)) == [result.id, 0, [3]]
         assert [s for t, s in seen if t == result.id] == ["PROGRESS"] * 3 + ["SUCCESS"]
+
+        assert awaits.delay(41).get(timeout=30) == 42
 
         failed = fails.delay()
         with pytest.raises(KeyError, match="missing in the child"):
