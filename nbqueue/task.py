@@ -191,7 +191,7 @@ class Task:
             base = type(self).__mro__[1]
             type(self)._blob = cloudpickle.dumps(
                 {
-                    "run": self.__wrapped__,
+                    "run": type(self).__wrapped__,  # the plain function, not bound
                     "bind": self.bind,
                     "options": self._options,
                     "base": None if base is Task else base,

@@ -43,6 +43,7 @@ class WorkerOptions:
     without_heartbeat: bool = False
     without_gossip: bool = False
     without_mingle: bool = False
+    autoreload: bool = False
 
 
 class WorkerBlueprint:
@@ -95,13 +96,21 @@ class Worker:
     concurrency:
         Pool size (default: ``worker_concurrency`` or the number of CPUs).
     pool:
-        ``"threads"`` (default) or ``"solo"``.
+        ``"threads"`` (default), ``"solo"`` or ``"processes"`` (CPU-bound work, hard limits).
     queues:
         Queue names to consume (default: ``task_default_queue``).
     hostname:
         Node name ``name@host``, unique per worker.
     prefetch_multiplier:
         Messages reserved per pool slot (``worker_prefetch_multiplier``); 0 means unlimited.
+    autoscale:
+        ``(max, min)``: the Autoscaler step grows the pool up to ``max`` under a backlog.
+    statedb:
+        A file where the StateDB step keeps revoked ids and the clock across restarts.
+    beat:
+        Run the embedded periodic scheduler (``beat_schedule``) as the Beat step.
+    autoreload:
+        Reload task modules changed on disk (the Autoreloader step).
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class Worker:
         without_heartbeat: bool = False,
         without_gossip: bool = False,
         without_mingle: bool = False,
+        autoreload: bool = False,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -152,6 +162,7 @@ class Worker:
             without_heartbeat=without_heartbeat,
             without_gossip=without_gossip,
             without_mingle=without_mingle,
+            autoreload=autoreload,
         )
         self.state = WorkerState()
         self.stats: Counter[str] = Counter()
@@ -355,6 +366,12 @@ class Worker:
         waiting = {**self.state.reserved, **self.state.scheduled}
         return [task_id for task_id in ids if task_id in waiting]
 
+    def set_autoscale(self, max: int | None = None, min: int | None = None) -> tuple[int, int]:
+        """New autoscale bounds (the ``autoscale`` command); ValueError when not autoscaling."""
+        if self.worker_blueprint.state_of("autoscaler") == bootsteps.DISABLED:
+            raise ValueError("Autoscale not enabled")
+        return self.steps["autoscaler"].update(max, min)
+
     def set_rate_limit(self, task_name: str, rate: str | None) -> None:
         """Change `task_name`'s rate limit on this worker (``"10/s"``, ``None`` to lift it)."""
         self.app.tasks.resolve(task_name)  # NotRegistered for unknown names
@@ -463,12 +480,22 @@ class Worker:
             "uptime": round(time.time() - self.state.started_at, 3),
             "total": snapshot["total"],
             "pool": self.steps["pool"].info(),
+            **self._optional_step_info(),
             "prefetch_count": self.steps["tasks"].prefetch_count,
             "counts": {
                 k: snapshot[k]
                 for k in ("active", "reserved", "scheduled", "processed", "succeeded", "failed")
             },
             "rejected": dict(self.stats),
+        }
+
+    def _optional_step_info(self) -> dict[str, Any]:
+        """Stats of the conditional worker steps that run (``autoscaler``, ...), by name."""
+        blueprint = self.worker_blueprint
+        return {
+            name: blueprint.steps[name].info()
+            for name in ("autoscaler", "statedb", "autoreloader", "beat")
+            if name in blueprint.steps and blueprint.state_of(name) != bootsteps.DISABLED
         }
 
     info = statistics

@@ -150,7 +150,8 @@ def pool_class(name: str) -> type[ThreadPool] | type[SoloPool]:
     try:
         return pools[name]
     except KeyError:
-        raise ValueError(f"unknown pool {name!r}; use one of {sorted(pools)}") from None
+        known = sorted([*pools, "processes"])  # processes: nbqueue.worker.processes
+        raise ValueError(f"unknown pool {name!r}; use one of {known}") from None
 
 
 class AsyncioThread:

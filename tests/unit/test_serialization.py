@@ -107,3 +107,22 @@ def test_garbage_json_is_a_decode_error():
 def test_unknown_serializer_name_is_rejected():
     with pytest.raises(ValueError, match="unknown serializer"):
         serialization.content_type_for("yaml2")
+
+
+def test_a_cell_task_code_blob_holds_the_plain_function():
+    import cloudpickle
+
+    import nbqueue
+
+    app = nbqueue.App("blob")
+
+    def define():
+        @app.task(name="twice")
+        def twice(x):
+            return 2 * x
+
+        return twice
+
+    spec = cloudpickle.loads(define().code_blob())
+    assert spec["run"](21) == 42
+    assert spec["bind"] is False

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from ...bootsteps import Step
+from .autoreloader import Autoreloader
+from .autoscaler import Autoscaler
+from .beat import Beat
 from .connection import Connection
 from .consumer import Consumer
 from .hub import Hub
 from .pool import Pool
+from .statedb import StateDB
 from .tasks import Tasks
 from .timer import Timer
 
@@ -15,7 +19,7 @@ __all__ = ["consumer_steps", "worker_steps"]
 
 def worker_steps() -> list[type[Step]]:
     """Default worker blueprint steps (the consumer is last)."""
-    return [Timer, Hub, Pool, Consumer]
+    return [Timer, Hub, Pool, Autoscaler, StateDB, Autoreloader, Beat, Consumer]
 
 
 def consumer_steps() -> list[type[Step]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...bootsteps import Step
 from ..pools import AsyncioThread, pool_class
+from ..processes import ProcessPool
 
 __all__ = ["Pool"]
 
@@ -14,14 +15,17 @@ logger = logging.getLogger(__name__)
 
 
 class Pool(Step):
-    """Creates the pool chosen by the worker's ``pool`` option, sized by ``concurrency``."""
+    """Creates the pool chosen by the worker's ``pool`` option (threads, solo, processes)."""
 
     requires = ("hub",)
 
     def __init__(self, worker: Any, **options: Any) -> None:
         super().__init__(worker, **options)
-        cls = pool_class(worker.options.pool)
-        self.pool = cls(f"nbqueue-{worker.hostname}-pool", worker.options.concurrency)
+        name, size = f"nbqueue-{worker.hostname}-pool", worker.options.concurrency
+        if worker.options.pool == "processes":
+            self.pool: Any = ProcessPool(name, size, worker=worker)
+        else:
+            self.pool = pool_class(worker.options.pool)(name, size)
         self.asyncio = AsyncioThread(f"nbqueue-{worker.hostname}-asyncio")
 
     def start(self, worker: Any) -> None:

@@ -30,13 +30,19 @@ class Tasks(Step):
         self.consumer: Consumer | None = None
         self.channel: Any = None
         self.extra_prefetch = 0
+        #: pool slots the prefetch is sized for: the autoscaler's max when autoscaling
+        self.concurrency = (worker.options.autoscale or (worker.options.concurrency,))[0]
 
     @property
     def prefetch_count(self) -> int:
         """The QoS limit (0 = unlimited), including room for held ETA tasks."""
-        options = self.parent.options
-        base = options.concurrency * options.prefetch_multiplier
+        base = self.concurrency * self.parent.options.prefetch_multiplier
         return base + self.extra_prefetch if base else 0
+
+    def set_concurrency(self, slots: int) -> None:
+        """Size the prefetch for `slots` pool slots (autoscaler bounds, pool grow/shrink)."""
+        self.concurrency = slots
+        self.update_qos(0)
 
     def start(self, worker: Any) -> None:
         worker.steps["hub"].loop.run_sync(self._consume, worker)
