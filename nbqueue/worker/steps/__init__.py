@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from ...bootsteps import Step
+from .agent import Agent
 from .connection import Connection
 from .consumer import Consumer
+from .control import Control
+from .events import Events
+from .gossip import Gossip
+from .heart import Heart
 from .hub import Hub
+from .mingle import Mingle
 from .pool import Pool
 from .tasks import Tasks
 from .timer import Timer
@@ -19,5 +25,6 @@ def worker_steps() -> list[type[Step]]:
 
 
 def consumer_steps() -> list[type[Step]]:
-    """Default consumer blueprint steps."""
-    return [Connection, Tasks]
+    """Default consumer blueprint steps (edges as Celery's: connection → events → mingle →
+    gossip; events → heart; mingle → tasks → control; connection → agent)."""
+    return [Connection, Events, Mingle, Gossip, Heart, Tasks, Control, Agent]
