@@ -13,12 +13,14 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kombu import Producer
 
-from .event import event_exchange, group_from, make_event, routing_key_for
+from .event import event_exchange, group_from, make_event, routing_key_for, utcoffset
 
 __all__ = ["EventDispatcher"]
 
@@ -50,7 +52,8 @@ class EventDispatcher:
     buffer_limit:
         Most events in one ``*.multi`` message (Celery's 24).
     on_buffered:
-        Called when a buffered event lands in an empty buffer (to schedule a `flush`).
+        Called as ``on_buffered(size)`` after each buffered event: the owner decides when
+        to `flush` (Celery flushes at ``buffer_limit`` and on the next loop tick).
     """
 
     def __init__(
@@ -63,7 +66,7 @@ class EventDispatcher:
         groups: Iterable[str] | None = None,
         buffer_group: Iterable[str] | None = None,
         buffer_limit: int = 24,
-        on_buffered: Callable[[], None] | None = None,
+        on_buffered: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
         self.hostname = hostname or f"gen{os.getpid()}@{socket.gethostname()}"
@@ -79,12 +82,17 @@ class EventDispatcher:
         self.exchange = event_exchange(self.connection, app.conf.event_exchange)
         self._headers = {"hostname": self.hostname}
         self._producer: Producer | None = None
-        self._buffer: list[dict[str, Any]] = []
-        self._buffer_lock = threading.Lock()
+        self._buffer: deque[dict[str, Any]] = deque(maxlen=_MAX_BUFFERED)
+        self._retry = self.connection.transport.driver_type != "memory"  # in-process: no I/O
+        self._offset = 0.0
+        self._offset_until = 0.0
+        self._counter_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._closed = False
         self.sent = 0
         self.dropped = 0
+        #: events nobody was bound to receive (known on the in-process transport only)
+        self.unrouted = 0
 
     # sending ------------------------------------------------------------------------
     def wants(self, type_: str) -> bool:
@@ -93,37 +101,56 @@ class EventDispatcher:
 
     def send(self, type_: str, *, blind: bool = False, **fields: Any) -> None:
         """Send one event (``blind`` leaves the logical clock alone); never raises."""
-        if not self.wants(type_):
+        self.send_fields(type_, fields, blind=blind)
+
+    def send_fields(self, type_: str, fields: dict[str, Any], *, blind: bool = False) -> None:
+        """`send` with the fields as a dict (no copy on the hot path of task events)."""
+        if not self.enabled:
+            return
+        group = type_.partition("-")[0]
+        if self.groups is not None and group not in self.groups:
             return
         clock = None if blind else self.app.clock.forward()
-        event = make_event(type_, fields, hostname=self.hostname, pid=self.pid, clock=clock)
-        if group_from(type_) in self.buffer_group:
+        event = make_event(
+            type_, fields, hostname=self.hostname, pid=self.pid, clock=clock, offset=self._utc()
+        )
+        if group in self.buffer_group:
             self._buffer_event(event)
         else:
             self._publish(event, routing_key_for(type_))
 
+    def _utc(self) -> float:
+        """`utcoffset`, looked up at most once a minute (it changes twice a year)."""
+        now = time.monotonic()
+        if now >= self._offset_until:
+            self._offset, self._offset_until = utcoffset(), now + 60.0
+        return self._offset
+
     def _buffer_event(self, event: dict[str, Any]) -> None:
-        with self._buffer_lock:
-            was_empty = not self._buffer
-            self._buffer.append(event)
-            overflow = len(self._buffer) - _MAX_BUFFERED
-            if overflow > 0:
-                del self._buffer[:overflow]
-                self.dropped += overflow  # counters change under the buffer lock
-        if was_empty and self.on_buffered is not None:
-            self.on_buffered()
+        # No lock on this hot path: deque appends and pops are atomic, and flush only pops.
+        buffer = self._buffer
+        if len(buffer) == _MAX_BUFFERED:  # the oldest falls out (counted approximately)
+            self.dropped += 1
+        buffer.append(event)
+        if self.on_buffered is not None:
+            self.on_buffered(len(buffer))
 
     def flush(self) -> None:
         """Publish the buffered events, ``buffer_limit`` at a time, as ``<group>.multi`` lists."""
-        with self._buffer_lock:
-            events, self._buffer = self._buffer, []
-        by_group: dict[str, list[dict[str, Any]]] = {}
-        for event in events:
-            by_group.setdefault(group_from(event["type"]), []).append(event)
-        limit = self.buffer_limit
-        for group, batch in by_group.items():
-            for start in range(0, len(batch), limit):
-                self._publish(batch[start : start + limit], f"{group}.multi")
+        buffer, limit = self._buffer, self.buffer_limit
+        batches: dict[str, list[dict[str, Any]]] = {}
+        while True:
+            try:
+                event = buffer.popleft()
+            except IndexError:
+                break
+            group = event["type"].partition("-")[0]
+            batch = batches.setdefault(group, [])
+            batch.append(event)
+            if len(batch) >= limit:
+                self._publish(batches.pop(group), f"{group}.multi")
+        for group, batch in batches.items():
+            self._publish(batch, f"{group}.multi")
 
     @property
     def buffered(self) -> int:
@@ -137,6 +164,10 @@ class EventDispatcher:
                 return
             try:
                 producer = self._producer or self._new_producer()
+                routes = getattr(producer.channel, "routes", None)
+                if routes is not None and not routes(self.exchange.name, routing_key):
+                    self.unrouted += count  # the broker would drop it: skip encoding it
+                    return
                 producer.publish(
                     body,
                     exchange=self.exchange.name,
@@ -144,7 +175,7 @@ class EventDispatcher:
                     serializer=self.serializer,
                     headers=self._headers,
                     delivery_mode=1,
-                    retry=True,
+                    retry=self._retry,
                     retry_policy=_RETRY_POLICY,
                 )
             except Exception as exc:
@@ -154,7 +185,7 @@ class EventDispatcher:
                 self.sent += count
 
     def _count_dropped(self, count: int) -> None:
-        with self._buffer_lock:
+        with self._counter_lock:
             self.dropped += count
 
     def _new_producer(self) -> Producer:
@@ -182,6 +213,7 @@ class EventDispatcher:
             "enabled": self.enabled,
             "groups": sorted(self.groups) if self.groups is not None else None,
             "sent": self.sent,
+            "unrouted": self.unrouted,
             "dropped": self.dropped,
             "buffered": self.buffered,
         }

@@ -129,14 +129,24 @@ def routing_key_for(type_: str) -> str:
 
 
 def make_event(
-    type_: str, fields: dict[str, Any], *, hostname: str, pid: int, clock: int | None
+    type_: str,
+    fields: dict[str, Any],
+    *,
+    hostname: str,
+    pid: int,
+    clock: int | None,
+    offset: float | None = None,
 ) -> dict[str, Any]:
     """An event dict with Celery's field order: common fields, `fields`, timestamp, type."""
-    event = {"hostname": hostname, "utcoffset": utcoffset(), "pid": pid, "clock": clock}
-    event.update(fields)
-    event["timestamp"] = time.time()
-    event["type"] = type_
-    return event
+    return {
+        "hostname": hostname,
+        "utcoffset": utcoffset() if offset is None else offset,
+        "pid": pid,
+        "clock": clock,
+        **fields,
+        "timestamp": time.time(),
+        "type": type_,
+    }
 
 
 def event_exchange(connection: Any, name: str = EVENT_EXCHANGE) -> Exchange:

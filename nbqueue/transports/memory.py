@@ -253,6 +253,10 @@ class Channel(virtual.Channel):
             self.space.queue_options[ok.queue] = {"auto_delete": True}
         return ok
 
+    def routes(self, exchange: str, routing_key: str) -> list[str]:
+        """The queues a message to `exchange` with `routing_key` would land in now."""
+        return list(self._lookup(exchange, routing_key))
+
     def queue_delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         """Delete `queue` and every exchange's routes to it (kombu leaves those behind, and
         a fanout or topic publish would then recreate the queue and fill it forever)."""

@@ -2,9 +2,10 @@
 
 Task events (``task-received`` ... ``task-succeeded``) are sent only while ``task_events``
 is on (``send_events=True``/``worker_send_task_events``, or the ``enable_events``
-command). They are buffered and published by this step's thread as ``task.multi`` lists,
-as a Celery worker with an event loop does, so a pool thread never waits on the broker.
-Worker events (heartbeats, gossip) are always sent while the step runs.
+command). Like a Celery worker with an event loop, the step buffers them and publishes
+them as ``task.multi`` lists: as soon as ``buffer_limit`` (24) are waiting, by the thread
+that sent the last one, and otherwise at most `flush_interval` seconds after the first,
+from the worker's timer. Worker events (heartbeats, gossip) go out at once.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ logger = logging.getLogger(__name__)
 
 
 class Events(Step):
-    """Owns the `EventDispatcher` and its flusher thread (``nbqueue-<worker>-events``)."""
+    """Owns the `EventDispatcher`; flushes buffered task events (no thread of its own)."""
 
     requires = ("connection",)
+    #: seconds a buffered task event may wait for others to share its message
+    flush_interval = 0.05
 
     def __init__(self, worker: Any, **options: Any) -> None:
         super().__init__(worker, **options)
         self.task_events = worker.options.send_events
         self.dispatcher: EventDispatcher | None = None
         self.software_info = dict(SOFTWARE_INFO)
-        self._thread: threading.Thread | None = None
-        self._wake = threading.Condition()
-        self._pending = False
-        self._stopping = False
+        self._flush_entry: Any = None
+        self._lock = threading.Lock()
 
     def include(self, worker: Any) -> bool:
         opts = worker.options
@@ -46,13 +47,8 @@ class Events(Step):
             hostname=worker.hostname,
             groups=None if self.task_events else {"worker"},
             buffer_group={"task"},
-            on_buffered=self._schedule_flush,
+            on_buffered=self._on_buffered,
         )
-        self._stopping = False
-        self._thread = threading.Thread(
-            target=self._flush_loop, name=f"nbqueue-{worker.hostname}-events", daemon=True
-        )
-        self._thread.start()
 
     # sending --------------------------------------------------------------------------
     def send(self, type_: str, **fields: Any) -> None:
@@ -65,7 +61,7 @@ class Events(Step):
         """Buffer a task event (the worker calls this while `task_events` is on)."""
         dispatcher = self.dispatcher
         if dispatcher is not None:
-            dispatcher.send(type_, **fields)
+            dispatcher.send_fields(type_, fields)
 
     def set_task_events(self, enabled: bool) -> bool:
         """Turn task events on or off; returns whether anything changed."""
@@ -78,37 +74,38 @@ class Events(Step):
         logger.info("%s: task events %s", self.parent.hostname, "on" if enabled else "off")
         return True
 
-    # the flusher thread ---------------------------------------------------------------
-    def _schedule_flush(self) -> None:
-        with self._wake:
-            self._pending = True
-            self._wake.notify()
-
-    def _flush_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._pending and not self._stopping:
-                    self._wake.wait()
-                self._pending = False
-                stopping = self._stopping
-            dispatcher = self.dispatcher
-            if dispatcher is not None:
-                dispatcher.flush()
-            if stopping:
+    # flushing -------------------------------------------------------------------------
+    def _on_buffered(self, size: int) -> None:
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return
+        if size >= dispatcher.buffer_limit:
+            dispatcher.flush()
+            return
+        if self._flush_entry is not None:  # one is due already (checked again below)
+            return
+        with self._lock:
+            if self._flush_entry is not None:
                 return
+            timer = self.parent.steps["timer"].timer
+            self._flush_entry = timer.call_after(self.flush_interval, self._flush_due)
+
+    def _flush_due(self) -> None:
+        """Timer thread: publish what waited `flush_interval` seconds."""
+        with self._lock:
+            self._flush_entry = None
+        dispatcher = self.dispatcher
+        if dispatcher is not None:
+            dispatcher.flush()
 
     def stop(self, worker: Any) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(worker.options.shutdown_timeout)
-            if thread.is_alive():
-                logger.warning("%s: events thread did not stop", worker.hostname)
+        with self._lock:
+            entry, self._flush_entry = self._flush_entry, None
+        if entry is not None:
+            worker.steps["timer"].timer.cancel(entry)
         dispatcher, self.dispatcher = self.dispatcher, None
         if dispatcher is not None:
-            dispatcher.close()
+            dispatcher.close()  # publishes what is still buffered
 
     def info(self) -> dict[str, Any]:
         dispatcher = self.dispatcher
