@@ -109,8 +109,8 @@ class Control:
         wanted = reply
         given = contextlib.nullcontext(connection) if connection is not None else None
         with given or self.app.connection() as conn:
-            if reply and limit is None and not destination and not pattern:
-                limit = self.listening_nodes(conn)
+            if reply and limit is None and not destination:
+                limit = self._expected_replies(conn, pattern, options.get("matcher"))
                 if limit == 0:  # nobody listens: nothing to wait for
                     reply, limit = False, None
             try:
@@ -123,12 +123,22 @@ class Control:
             return []
         return replies
 
-    def listening_nodes(self, connection: Any) -> int | None:
-        """How many nodes listen on the mailbox, where the transport can tell (else None)."""
+    def listening_nodes(self, connection: Any) -> list[str] | None:
+        """Names of the nodes listening on the mailbox, where the transport can tell."""
         bound_queues = getattr(connection.transport, "bound_queues", None)
         if bound_queues is None:
             return None
-        return len(bound_queues(self.mailbox.exchange.name))
+        suffix = f".{self.mailbox.namespace}.pidbox"
+        queues = bound_queues(self.mailbox.exchange.name)
+        return [q[: -len(suffix)] for q in queues if q.endswith(suffix)]
+
+    def _expected_replies(self, conn: Any, pattern: str | None, matcher: Any) -> int | None:
+        nodes = self.listening_nodes(conn)
+        if nodes is None:
+            return None
+        if pattern:
+            nodes = [node for node in nodes if match(node, pattern, matcher)]
+        return len(nodes)
 
     # Celery's control methods -------------------------------------------------------------
     def ping(self, destination: Any = None, timeout: float = 1.0, **kwargs: Any) -> Reply | None:

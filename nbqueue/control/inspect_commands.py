@@ -97,13 +97,18 @@ def registered(
     tasks = ctx.app.tasks
     names = sorted(tasks) if builtins else tasks.user_tasks()
     items = list(taskinfoitems or ())
-    return [_task_line(tasks[name], name, items) for name in names]
+    settings = set(ctx.app.conf)
+    return [_task_line(ctx.app.conf, settings, tasks[name], name, items) for name in names]
 
 
-def _task_line(task: Any, name: str, items: list[str]) -> str:
-    fields = [
-        f"{item}={getattr(task, item)}" for item in items if getattr(task, item, None) is not None
-    ]
+def _task_line(conf: Any, settings: set[str], task: Any, name: str, items: list[str]) -> str:
+    fields = []
+    for item in items:
+        value = getattr(task, item, None)
+        if value is None and f"task_{item}" in settings:  # the task defers to the setting
+            value = conf[f"task_{item}"]
+        if value is not None:
+            fields.append(f"{item}={value}")
     return f"{name} [{' '.join(fields)}]" if fields else name
 
 

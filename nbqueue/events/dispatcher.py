@@ -190,6 +190,7 @@ class EventDispatcher:
 
     def _new_producer(self) -> Producer:
         """The producer, created at first use; declares the exchange once (locked by caller)."""
+        self.connection.ensure_connection(**_RETRY_POLICY)  # fail fast: events can wait
         channel = self.connection.default_channel
         self.exchange.declare(channel=channel)
         self._producer = Producer(channel, exchange=self.exchange, auto_declare=False)
