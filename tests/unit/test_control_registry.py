@@ -130,3 +130,31 @@ def test_a_reply_that_cannot_be_sent_becomes_an_error_reply():
     node.dispatch("odd", {}, reply_to=REPLY_TO, ticket="t")
     ((reply, _, _),) = mailbox.sent
     assert reply["n@test"]["error"].startswith("reply could not be sent")
+
+
+def test_captured_celery_requests_are_filtered_and_answered_like_celery_does():
+    """The requests a Celery 5.7 client sent to a hand-made node (foreign_pidbox_responder)."""
+    from tests import captures
+
+    golden = captures.load("foreign_pidbox_responder.json")
+    stats_shape = golden["inspect_stats_dest"]["nb1@fakehost"]
+    handlers = {"ping": lambda ctx: ok("pong"), "stats": lambda ctx: dict(stats_shape)}
+    for name in ("nb1@fakehost", "someone@else"):
+        node, mailbox = _node(handlers)
+        node.hostname = name
+        for request in golden["raw_requests_seen"]:
+            node.handle_message(request["body"], None)
+        replies = [(reply, key) for reply, key, _ in mailbox.sent]
+        broadcasts = [r for r in golden["raw_requests_seen"] if not r["body"]["destination"]]
+        expected = len(golden["raw_requests_seen"]) if name == "nb1@fakehost" else len(broadcasts)
+        assert len(replies) == expected
+        for (reply, key), request in zip(replies, golden["raw_requests_seen"], strict=False):
+            assert key == request["body"]["reply_to"]["routing_key"]
+            assert list(reply) == [name]
+    node, mailbox = _node(handlers)
+    node.hostname = "nb1@fakehost"
+    for request in golden["raw_requests_seen"]:
+        node.handle_message(request["body"], None)
+    ping, _, stats = (reply for reply, _, _ in mailbox.sent)
+    assert ping == golden["control_ping"][0]  # what Celery's control.ping() returned
+    assert stats == golden["inspect_stats_dest"]
