@@ -209,8 +209,9 @@ class EventReceiver:
             thread.join(timeout)
             if thread.is_alive():
                 logger.warning("event receiver %s did not stop within %s s", self.node_id, timeout)
-        if self._owns_connection:
+        if self._owns_connection:  # released; a fresh (unconnected) one for a later start
             self.connection.release()
+            self.connection = self.app.connection()
 
     def __enter__(self) -> EventReceiver:
         return self.start()

@@ -317,3 +317,19 @@ def test_a_failing_agent_is_reported_by_step_name(app):
         worker.start()
     assert _row(worker, "agent")["state"] == "failed"
     assert worker.status == "stopped"
+
+
+def test_mingle_accepts_celery_5_5_replies_with_revoked_as_a_dict(app):
+    old = nbqueue.App("old-style", broker=f"memory://{app.broker.space.name}")
+
+    @old.control.commands.inspect_command(name="hello", visible=False)
+    def hello_55(ctx, from_node, revoked=None, **kwargs):
+        """Answer the way a Celery 5.5 worker does: revoked ids with their stamps."""
+        return {"revoked": {"from-5.5": 1234.5}, "clock": 77}
+
+    try:
+        with old.worker(hostname="old@test"), app.worker(hostname="new@test") as new:
+            assert "from-5.5" in new.state.revoked
+            assert app.clock.value > 77
+    finally:
+        old.close()

@@ -245,3 +245,18 @@ def test_a_bad_event_is_logged_and_the_receiver_keeps_going(app, caplog):
         log.wait_type("worker-online", hostname="x@y")
     assert "malformed event" in caplog.text
     assert [e["hostname"] for e in log.events] == ["x@y"]
+
+
+def test_a_receiver_can_be_stopped_and_started_again(app):
+    seen = []
+    receiver = app.events.Receiver(handlers={"worker-online": seen.append})
+    with app.worker(hostname="one@test"):
+        pass
+    for name in ("two@test", "three@test"):
+        receiver.start(wakeup=False)
+        try:
+            with app.worker(hostname=name):
+                wait_for(lambda name=name: any(e["hostname"] == name for e in seen))
+        finally:
+            receiver.stop()
+    assert [e["hostname"] for e in seen] == ["two@test", "three@test"]
