@@ -1,6 +1,7 @@
 """What events cost: task throughput with task events off, on, listened to, and monitored.
 
     python benchmarks/events_cost.py              # 5 rounds per case, fresh processes, medians
+    python benchmarks/events_cost.py --rounds 9   # steadier medians on a busy machine
     python benchmarks/events_cost.py --quick      # 1 round
     python benchmarks/events_cost.py --idle 60    # what an idle worker sends in 60 s
 
@@ -113,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", choices=sorted(CASES), help="(child) run one case")
     parser.add_argument("--quick", action="store_true", help="one round instead of five")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per case (fresh processes)")
     parser.add_argument("--idle", type=float, metavar="SECONDS", help="measure an idle worker")
     parser.add_argument("--interval", type=float, default=2.0, help="heartbeat interval (idle)")
     args = parser.parse_args()
@@ -124,7 +126,7 @@ def main() -> None:
         emit(run_case(*CASES[args.run]))
         return
     cases = [(f"events {name}", ["--run", name]) for name in CASES]
-    results = run_matrix(__file__, cases, repeats=1 if args.quick else 5)
+    results = run_matrix(__file__, cases, repeats=1 if args.quick else args.rounds)
     print()
     columns = ["tasks_per_s", "cpu_us_per_task", "events_sent", "events_unrouted", "events_seen"]
     print(table(results, columns))

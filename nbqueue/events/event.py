@@ -29,7 +29,6 @@ __all__ = [
     "event_from_message",
     "group_from",
     "load_average",
-    "make_event",
     "routing_key_for",
     "utcoffset",
 ]
@@ -126,27 +125,6 @@ def group_from(type_: str) -> str:
 def routing_key_for(type_: str) -> str:
     """``worker-elect-ack`` → ``worker.elect.ack``."""
     return type_.replace("-", ".")
-
-
-def make_event(
-    type_: str,
-    fields: dict[str, Any],
-    *,
-    hostname: str,
-    pid: int,
-    clock: int | None,
-    offset: float | None = None,
-) -> dict[str, Any]:
-    """An event dict with Celery's field order: common fields, `fields`, timestamp, type."""
-    return {
-        "hostname": hostname,
-        "utcoffset": utcoffset() if offset is None else offset,
-        "pid": pid,
-        "clock": clock,
-        **fields,
-        "timestamp": time.time(),
-        "type": type_,
-    }
 
 
 def event_exchange(connection: Any, name: str = EVENT_EXCHANGE) -> Exchange:

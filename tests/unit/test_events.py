@@ -19,7 +19,7 @@ from nbqueue.events import (
     load_average,
     utcoffset,
 )
-from nbqueue.events.event import adjust_timestamp, make_event, routing_key_for
+from nbqueue.events.event import adjust_timestamp, routing_key_for
 from tests import captures
 
 GOLDEN = captures.load("celery_events.json")
@@ -43,12 +43,16 @@ def test_names_and_routing_keys():
     assert routing_key_for("task-succeeded") == "task.succeeded"
 
 
-def test_make_event_puts_fields_in_celerys_order():
+def test_dispatched_events_put_fields_in_celerys_order(app):
     captured = CELERY_EVENTS["task-succeeded"]
-    fields = {"uuid": captured["uuid"], "result": "5", "runtime": 0.01}
-    event = make_event("task-succeeded", fields, hostname="w@h", pid=1, clock=7)
+    sent = []
+    dispatcher = EventDispatcher(app, hostname="w@h", buffer_group={"task"})
+    dispatcher.on_buffered = lambda size: sent.extend(dispatcher._buffer)
+    dispatcher.send("task-succeeded", uuid=captured["uuid"], result="5", runtime=0.01)
+    (event,) = sent
     assert list(event) == list(captured)
-    assert event["clock"] == 7 and event["type"] == "task-succeeded"
+    assert event["type"] == "task-succeeded" and event["clock"] == app.clock.value
+    dispatcher.close()
 
 
 def test_the_events_exchange_is_topic_except_where_topics_are_emulated():

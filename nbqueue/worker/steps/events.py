@@ -35,6 +35,7 @@ class Events(Step):
         self.dispatcher: EventDispatcher | None = None
         self.software_info = dict(SOFTWARE_INFO)
         self._flush_entry: Any = None
+        self._limit = 24
         self._lock = threading.Lock()
 
     def include(self, worker: Any) -> bool:
@@ -49,6 +50,7 @@ class Events(Step):
             buffer_group={"task"},
             on_buffered=self._on_buffered,
         )
+        self._limit = self.dispatcher.buffer_limit
 
     # sending --------------------------------------------------------------------------
     def send(self, type_: str, **fields: Any) -> None:
@@ -76,13 +78,13 @@ class Events(Step):
 
     # flushing -------------------------------------------------------------------------
     def _on_buffered(self, size: int) -> None:
+        if size < self._limit and self._flush_entry is not None:
+            return  # the common case: a flush is already due
         dispatcher = self.dispatcher
         if dispatcher is None:
             return
-        if size >= dispatcher.buffer_limit:
+        if size >= self._limit:
             dispatcher.flush()
-            return
-        if self._flush_entry is not None:  # one is due already (checked again below)
             return
         with self._lock:
             if self._flush_entry is not None:
