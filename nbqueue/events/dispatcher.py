@@ -20,7 +20,7 @@ from typing import Any
 
 from kombu import Producer
 
-from .event import event_exchange, group_from, routing_key_for, utcoffset
+from .event import event_exchange, routing_key_for, utcoffset
 
 __all__ = ["EventDispatcher"]
 
@@ -95,10 +95,6 @@ class EventDispatcher:
         self.unrouted = 0
 
     # sending ------------------------------------------------------------------------
-    def wants(self, type_: str) -> bool:
-        """Whether an event of `type_` would be sent now."""
-        return self.enabled and (self.groups is None or group_from(type_) in self.groups)
-
     def send(self, type_: str, *, blind: bool = False, **fields: Any) -> None:
         """Send one event (``blind`` leaves the logical clock alone); never raises."""
         self.send_fields(type_, fields, blind=blind)

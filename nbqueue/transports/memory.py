@@ -257,10 +257,14 @@ class Channel(virtual.Channel):
         """The queues a message to `exchange` with `routing_key` would land in now."""
         return list(self._lookup(exchange, routing_key))
 
-    def queue_delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+    def queue_delete(
+        self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any
+    ) -> None:
         """Delete `queue` and every exchange's routes to it (kombu leaves those behind, and
         a fanout or topic publish would then recreate the queue and fill it forever)."""
-        super().queue_delete(queue, *args, **kwargs)
+        if if_empty and self._size(queue):
+            return
+        super().queue_delete(queue, if_unused=if_unused, if_empty=if_empty, **kwargs)
         for meta in list(self.state.exchanges.values()):
             table = meta.get("table")
             if table and any(row[-1] == queue for row in table):
