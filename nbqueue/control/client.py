@@ -109,8 +109,8 @@ class Control:
         wanted = reply
         given = contextlib.nullcontext(connection) if connection is not None else None
         with given or self.app.connection() as conn:
-            if reply and limit is None and not destination:
-                limit = self._expected_replies(conn, pattern, options.get("matcher"))
+            if reply and limit is None:
+                limit = self._expected_replies(conn, destination, pattern, options.get("matcher"))
                 if limit == 0:  # nobody listens: nothing to wait for
                     reply, limit = False, None
             try:
@@ -132,11 +132,16 @@ class Control:
         queues = bound_queues(self.mailbox.exchange.name)
         return [q[: -len(suffix)] for q in queues if q.endswith(suffix)]
 
-    def _expected_replies(self, conn: Any, pattern: str | None, matcher: Any) -> int | None:
+    def _expected_replies(
+        self, conn: Any, destination: list[str] | None, pattern: str | None, matcher: Any
+    ) -> int | None:
+        """How many replies will come, where the transport can tell (else None: wait)."""
         nodes = self.listening_nodes(conn)
         if nodes is None:
             return None
-        if pattern:
+        if destination:
+            nodes = [node for node in nodes if node in destination]
+        elif pattern:
             nodes = [node for node in nodes if match(node, pattern, matcher)]
         return len(nodes)
 

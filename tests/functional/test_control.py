@@ -197,6 +197,8 @@ def test_nobody_listening_answers_none_at_once(app):
     started = time.monotonic()
     assert app.control.inspect().ping() is None
     assert app.control.ping() == []
+    with app.worker(hostname="c1@test"):
+        assert app.control.inspect(destination=["typo@test"]).ping() is None
     assert time.monotonic() - started < 1.0  # the in-process broker knows nobody listens
 
 
@@ -258,12 +260,13 @@ def test_request_envelope_matches_celerys(app):
         exchange = Exchange("celery.pidbox", type="fanout", durable=False)
         queue = Queue("spy.celery.pidbox", exchange, auto_delete=True)(conn.default_channel)
         queue.declare()
-        app.control.broadcast("ping", destination=["nobody@test"], reply=True, timeout=0.2)
+        # the spy's queue looks like node "spy"'s mailbox: a request with a reply ticket
+        app.control.broadcast("ping", destination=["spy"], reply=True, timeout=0.2)
         message = queue.get(no_ack=True)
         queue.delete()
     body = message.decode()
     assert list(body) == list(golden["body_decoded"])
-    assert body["method"] == "ping" and body["destination"] == ["nobody@test"]
+    assert body["method"] == "ping" and body["destination"] == ["spy"]
     assert set(body["reply_to"]) == {"exchange", "routing_key"}
     assert body["reply_to"]["exchange"] == "reply.celery.pidbox"
     assert set(message.headers) == set(golden["payload"]["headers"]) == {"clock", "expires"}
