@@ -153,6 +153,7 @@ class App:
         self._backend: Backend | None = None
         self._router: tuple[tuple[Any, ...], Router] | None = None
         self._control: Any = None
+        self._events: Any = None
         self._generated_key = os.urandom(32)
         self._workers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._worker_numbers = itertools.count(1)
@@ -380,6 +381,8 @@ class App:
             and not self.broker.is_memory
         ):
             message.embed["nbqueue_code"] = task.code_blob()
+        if self.conf.task_send_sent_event and self._events is None:
+            self.events  # noqa: B018 - creating it connects task-sent to after_task_publish
         signals = self.signals
         if signals.before_task_publish:
             signals.before_task_publish.send(
@@ -446,10 +449,22 @@ class App:
                 self._control = Control(self)
             return self._control
 
+    @property
+    def events(self) -> Any:
+        """Events: ``app.events.Receiver(handlers=...)``, ``app.events.State()``, task-sent."""
+        with self._lock:
+            if self._events is None:
+                from .events import Events
+
+                self._events = Events(self)
+            return self._events
+
     def close(self) -> None:
         """Stop this app's workers and release its connections."""
         for worker in self.workers:
             worker.stop()
+        if self._events is not None:
+            self._events.close()
         with self._lock:
             if self._broker is not None:
                 self._broker.close()

@@ -253,6 +253,24 @@ class Channel(virtual.Channel):
             self.space.queue_options[ok.queue] = {"auto_delete": True}
         return ok
 
+    def routes(self, exchange: str, routing_key: str) -> list[str]:
+        """The queues a message to `exchange` with `routing_key` would land in now."""
+        return list(self._lookup(exchange, routing_key))
+
+    def queue_delete(
+        self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any
+    ) -> None:
+        """Delete `queue` and every exchange's routes to it (kombu leaves those behind, and
+        a fanout or topic publish would then recreate the queue and fill it forever)."""
+        if if_empty and self._size(queue):
+            return
+        super().queue_delete(queue, if_unused=if_unused, if_empty=if_empty, **kwargs)
+        for meta in list(self.state.exchanges.values()):
+            table = meta.get("table")
+            if table and any(row[-1] == queue for row in table):
+                meta["table"] = [row for row in table if row[-1] != queue]
+        self._delete(queue)
+
     def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kw: Any):
         self._queue_consumers[queue] = self._queue_consumers.get(queue, 0) + 1
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kw)
@@ -328,6 +346,11 @@ class Transport(virtual.Transport):
 
     def driver_version(self) -> str:
         return "1"
+
+    def bound_queues(self, exchange: str) -> list[str]:
+        """Queues bound to `exchange` now (e.g. the pidbox nodes listening)."""
+        table = self.state.exchanges.get(exchange, {}).get("table") or ()
+        return sorted({row[-1] for row in table})
 
     def wakeup(self) -> None:
         """Interrupt a ``drain_events`` waiting in another thread."""

@@ -27,9 +27,12 @@ def test_the_issue_example(app):
 
 def test_start_returns_once_consuming_and_stop_drives_every_step_to_stopped(app):
     worker = app.worker(concurrency=2)
+    disabled = {r["name"] for r in worker.blueprint.describe() if r["state"] == "disabled"}
+    # conditional steps left off show as disabled
+    assert disabled == {"autoscaler", "statedb", "autoreloader", "beat", "agent"}
 
-    def included():  # conditional steps that are off (autoscaler, beat, ...) stay disabled
-        return [r for r in worker.blueprint.describe() if r["state"] != "disabled"]
+    def included():
+        return [r for r in worker.blueprint.describe() if r["name"] not in disabled]
 
     assert all(r["state"] == "pending" for r in included())
     worker.start()
@@ -41,6 +44,7 @@ def test_start_returns_once_consuming_and_stop_drives_every_step_to_stopped(app)
     finally:
         worker.stop()
     assert all(r["state"] == "stopped" for r in included())
+    assert {r["name"] for r in worker.blueprint.describe() if r["state"] == "disabled"} == disabled
     assert worker.status == "stopped"
 
 

@@ -165,3 +165,23 @@ def test_hundred_thousand_queued_messages_stay_compact_and_fast(conn):
     assert per_message < 1024, per_message
     big = timed_drain(1000)
     assert big < max(small, 20e-6) * 10  # O(1) per message, whatever the depth
+
+
+def test_a_deleted_queue_is_no_longer_routed_to(app):
+    """Fanout/topic routes die with their queue; if_empty keeps a queue holding messages."""
+    from kombu import Exchange, Producer, Queue
+
+    exchange = Exchange("fan", type="fanout", durable=False)
+    with app.connection() as conn:
+        channel = conn.default_channel
+        queue = Queue("listener", exchange)(channel)
+        queue.declare()
+        producer = Producer(channel, exchange=exchange)
+        producer.publish({"n": 1}, serializer="json")
+        channel.queue_delete("listener", if_empty=True)  # holds a message: kept
+        assert channel.routes("fan", "") == ["listener"]
+        queue.delete()
+        assert channel.routes("fan", "") == []
+        producer.publish({"n": 2}, serializer="json")
+        assert "listener" not in app.broker.space.queues  # not recreated by the publish
+        assert conn.transport.bound_queues("fan") == []

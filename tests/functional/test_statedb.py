@@ -14,6 +14,9 @@ from nbqueue.exceptions import BootstepError, TaskRevokedError
 from nbqueue.worker.steps.statedb import StateDB
 from tests.helpers import wait_for
 
+#: no heartbeats, mingle or gossip: nothing else moves the clock during these tests
+QUIET = {"without_heartbeat": True, "without_gossip": True, "without_mingle": True}
+
 
 def _app_with_task(ran: list):
     app = nbqueue.App("statedb")
@@ -59,7 +62,7 @@ def test_revoked_ids_and_clock_survive_a_restart_and_the_message_is_dropped(tmp_
 def test_saved_periodically_while_running_only_when_changed(app, tmp_path):
     path = tmp_path / "worker.state"
     app.steps["worker"].add(StateDB, interval=3600)
-    with app.worker(statedb=str(path)) as worker:
+    with app.worker(statedb=str(path), **QUIET) as worker:
         step = worker.steps["statedb"]
         assert step.sync() is False  # saved once at start; nothing new since
         worker.revoke(["a", "b"])
@@ -90,7 +93,7 @@ def test_ids_that_expired_while_the_worker_was_down_stay_forgotten(app, tmp_path
             }
         )
     )
-    with app.worker(statedb=path) as worker:
+    with app.worker(statedb=path, **QUIET) as worker:
         assert "old" not in worker.state.revoked
         assert "recent" in worker.state.revoked
         assert app.clock.value == 8

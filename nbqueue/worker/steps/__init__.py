@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from ...bootsteps import Step
+from .agent import Agent
 from .autoreloader import Autoreloader
 from .autoscaler import Autoscaler
 from .beat import Beat
 from .connection import Connection
 from .consumer import Consumer
+from .control import Control
+from .events import Events
+from .gossip import Gossip
+from .heart import Heart
 from .hub import Hub
+from .mingle import Mingle
 from .pool import Pool
 from .statedb import StateDB
 from .tasks import Tasks
@@ -23,5 +29,6 @@ def worker_steps() -> list[type[Step]]:
 
 
 def consumer_steps() -> list[type[Step]]:
-    """Default consumer blueprint steps."""
-    return [Connection, Tasks]
+    """Default consumer blueprint steps (edges as Celery's: connection → events → mingle →
+    gossip; events → heart; mingle → tasks → control; connection → agent)."""
+    return [Connection, Events, Mingle, Gossip, Heart, Tasks, Control, Agent]

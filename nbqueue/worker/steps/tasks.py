@@ -22,7 +22,7 @@ class Tasks(Step):
     they never starve the queue.
     """
 
-    requires = ("connection",)
+    requires = ("mingle",)  # Celery's edge: revoked ids are synced before tasks arrive
 
     def __init__(self, worker: Any, **options: Any) -> None:
         super().__init__(worker, **options)

@@ -1,0 +1,145 @@
+"""What events cost: task throughput with task events off, on, listened to, and monitored.
+
+    python benchmarks/events_cost.py              # 5 rounds per case, fresh processes, medians
+    python benchmarks/events_cost.py --rounds 9   # steadier medians on a busy machine
+    python benchmarks/events_cost.py --quick      # 1 round
+    python benchmarks/events_cost.py --idle 60    # what an idle worker sends in 60 s
+
+Throughput = first send to last result for 5,000 no-op tasks on the in-process broker,
+concurrency 4 (the harness of ``inprocess.py``); ``cpu_us_per_task`` = process CPU time
+over the same span, which is steadier than wall time on a busy machine. Cases:
+
+* ``off``: task events off (heartbeats only);
+* ``on``: task events on, nobody listening (the in-process broker drops them unencoded);
+* ``on+bound``: a queue bound to ``celeryev`` with ``#`` (a monitor in another process):
+  every event is encoded and delivered, nobody in this process reads them; this is the
+  dispatch cost the issue's "events add no more than 10 %" is about;
+* ``on+monitor``: an `EventReceiver` feeding a `State` in this same process: dispatch
+  *and* receive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._harness import Workload, emit, medians, run_matrix, table
+
+WORKLOAD = Workload(batch=5000, rounds=0, warmup=50)
+
+
+def run_case(events: bool, listener: str | None, concurrency: int = 4) -> dict:
+    from kombu import Queue
+
+    import nbqueue
+    from nbqueue.events import event_exchange
+
+    app = nbqueue.App("bench")
+
+    @app.task
+    def noop(i):
+        return i
+
+    state = app.events.State()
+    receiver = app.events.Receiver(handlers={"*": state.event}) if listener == "monitor" else None
+    conn = app.connection()
+    bound = Queue("bench-listener", event_exchange(conn), routing_key="#")
+    if listener == "bound":
+        bound(conn.default_channel).declare()
+    with app.worker(concurrency=concurrency, send_events=events) as worker:
+        if receiver is not None:
+            receiver.start()
+        for i in range(WORKLOAD.warmup):
+            noop.delay(i).get(timeout=60)
+        cpu, start = time.process_time(), time.perf_counter()
+        handles = [noop.delay(i) for i in range(WORKLOAD.batch)]
+        for handle in handles:
+            handle.get(timeout=60)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        info = worker.steps["events"].info()
+    if receiver is not None:
+        receiver.stop()
+    delivered = 0
+    if listener == "bound":
+        delivered = bound(conn.default_channel).queue_declare(passive=True).message_count
+        bound(conn.default_channel).delete()
+    conn.release()
+    app.close()
+    return {
+        "tasks_per_s": WORKLOAD.batch / elapsed,
+        "cpu_us_per_task": cpu / WORKLOAD.batch * 1e6,
+        "events_sent": info.get("sent", 0),
+        "events_unrouted": info.get("unrouted", 0),
+        "events_seen": state.event_count,
+        "messages_to_listener": delivered,
+    }
+
+
+def run_idle(seconds: float, interval: float) -> None:
+    """Count every message an idle worker publishes on the events exchange and to queues."""
+    import nbqueue
+
+    app = nbqueue.App("idle")
+    counts: collections.Counter[str] = collections.Counter()
+    receiver = app.events.Receiver(handlers={"*": lambda e: counts.update([e["type"]])})
+    with app.worker(concurrency=1, heartbeat_interval=interval), receiver:
+        counts.clear()  # what the wakeup and start-up sent is not idling
+        space = app.broker.space
+        before = dict(space.sizes())
+        threading.Event().wait(seconds)  # a benchmark, not a test: this is the idle minute
+        after = dict(space.sizes())
+    app.close()
+    print(f"idle {seconds:.0f} s, heartbeat interval {interval} s:")
+    for kind, n in sorted(counts.items()):
+        print(f"  {kind:<18} {n:>5}  ({n / seconds:.2f}/s)")
+    print(f"  queue sizes before {before} after {after}")
+
+
+CASES = {
+    "off": (False, None),
+    "on": (True, None),
+    "on+bound": (True, "bound"),
+    "on+monitor": (True, "monitor"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", choices=sorted(CASES), help="(child) run one case")
+    parser.add_argument("--quick", action="store_true", help="one round instead of five")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per case (fresh processes)")
+    parser.add_argument("--idle", type=float, metavar="SECONDS", help="measure an idle worker")
+    parser.add_argument("--interval", type=float, default=2.0, help="heartbeat interval (idle)")
+    args = parser.parse_args()
+    if args.idle:
+        run_idle(args.idle, args.interval)
+        return
+    if args.run:
+        logging.disable(logging.WARNING)
+        emit(run_case(*CASES[args.run]))
+        return
+    cases = [(f"events {name}", ["--run", name]) for name in CASES]
+    results = run_matrix(__file__, cases, repeats=1 if args.quick else args.rounds)
+    print()
+    columns = ["tasks_per_s", "cpu_us_per_task", "events_sent", "events_unrouted", "events_seen"]
+    print(table(results, columns))
+    print()
+    off = medians(results.get("events off", []))
+    for name in ("on", "on+bound", "on+monitor"):
+        on = medians(results.get(f"events {name}", []))
+        if off and on:
+            print(
+                f"events {name} / off: throughput ×{on['tasks_per_s'] / off['tasks_per_s']:.3f}, "
+                f"CPU per task ×{on['cpu_us_per_task'] / off['cpu_us_per_task']:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
