@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import commands, demo, worker
+from . import commands, demo, remote, worker
 
 __all__ = ["main"]
 
@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     worker.add_parser(sub)
     commands.add_parsers(sub)
+    remote.add_parsers(sub)
     return parser
 
 

@@ -2,56 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import wait_for
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture
-def worker_process(redis_url, tmp_path):
-    """Start ``nbqueue worker -A tests.integration.cliapp`` on Redis; kill it at the end."""
-    procs = []
-
-    def start(*extra: str) -> subprocess.Popen:
-        env = {**os.environ, "NBQ_TEST_BROKER": redis_url, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nbqueue",
-                "worker",
-                "-A",
-                "tests.integration.cliapp",
-                "-c",
-                "2",
-                "-l",
-                "info",
-                "-n",
-                "cli@%h",
-                *extra,
-            ],
-            cwd=HERE.parents[1],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 def _client(redis_url):
