@@ -478,6 +478,8 @@ def signature(value: Any, *args: Any, app: Any = None, **kwargs: Any) -> Signatu
     if isinstance(value, dict) and not isinstance(value, Signature):
         return _from_dict(value, app)
     if isinstance(value, Signature):
+        if app is not None and value.app is None:
+            value.app = app
         return value
     return Signature(value, *args, app=app, **kwargs)
 
