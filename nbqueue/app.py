@@ -316,6 +316,10 @@ class App:
                 priority = task.priority
             if ignore_result is None:
                 ignore_result = task.ignore_result
+            if time_limit is None:  # Celery's client sends the task's limits in the header
+                time_limit = task.time_limit
+            if soft_time_limit is None:
+                soft_time_limit = task.soft_time_limit
         if priority is None and self.conf.task_default_priority is not None:
             priority = self.conf.task_default_priority
         route = self.router.route(

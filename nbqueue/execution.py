@@ -313,10 +313,10 @@ def _maybe_autoretry(task: Task, exc: BaseException) -> Retry | None:
         return None
     options = dict(task.retry_kwargs)
     if task.retry_backoff:
-        options["countdown"] = backoff_countdown(
+        options["countdown"] = backoff_countdown(  # Celery's factor: a whole number >= 1
             task.request.retries,
-            max(1.0, float(task.retry_backoff)),
-            task.retry_backoff_max,
+            int(max(1.0, float(task.retry_backoff))),
+            int(task.retry_backoff_max),
             task.retry_jitter,
         )
     try:

@@ -79,8 +79,9 @@ class Context:
 def backoff_countdown(
     retries: int, factor: bool | float, maximum: float, jitter: bool, rng: Any = random
 ) -> float:
-    """Exponential backoff as Celery computes it: ``factor * 2**retries``, capped, jittered."""
-    base = 1.0 if factor is True else float(factor)
+    """Exponential backoff as Celery computes it: ``factor * 2**retries``, capped, and with
+    full jitter a random whole number of seconds from 0 to that."""
+    base = 1 if factor is True else factor
     countdown = min(maximum, base * (2**retries))
     if jitter:
         countdown = rng.randrange(int(countdown) + 1)
