@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import logging
 import random
@@ -467,6 +466,4 @@ def build_task_class(
         "__qualname__": fn.__qualname__,
         "__wrapped__": staticmethod(fn),
     }
-    cls = type(fn.__name__, (base,), attrs)
-    functools.update_wrapper(cls, fn, assigned=("__doc__",), updated=())
-    return cls
+    return type(fn.__name__, (base,), attrs)

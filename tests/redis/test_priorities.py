@@ -1,0 +1,25 @@
+"""Priorities on Redis: kombu's steps 0/3/6/9, and Redis serves the *lowest* number first."""
+
+from __future__ import annotations
+
+import nbqueue
+
+
+def test_redis_serves_lower_priorities_first_in_kombus_steps(redis_url):
+    app = nbqueue.App("prio", broker=redis_url, backend="memory://")
+    order = []
+
+    @app.task(name="t.prio", ignore_result=True)
+    def prio(p):
+        order.append(p)
+
+    try:
+        # sent before the worker starts, so the consumer sees all of them at once
+        for p in (9, 5, 0, 2, 7, 4, 8):
+            prio.apply_async((p,), priority=p, serializer="json")
+        with app.worker(concurrency=1, prefetch_multiplier=1) as worker:
+            assert worker.drain(20)
+    finally:
+        app.close()
+    # buckets: 0-2 -> 0, 3-5 -> 3, 6-8 -> 6, 9 -> 9; first in, first out within a bucket
+    assert order == [0, 2, 5, 4, 7, 8, 9]
