@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
+from .context import current_request
 from .protocol import new_id
 from .result import AsyncResult, GroupResult, ResultBase
 
@@ -147,12 +148,29 @@ class Signature(dict):
 
     on_error = link_error
 
-    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
-        """Fix the task id (and group/root options) now; return the result it will have."""
-        self.options.setdefault("task_id", _id or new_id())
-        for key, value in options.items():
-            if value is not None:
-                self.options[key] = value
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> ResultBase:
+        """Fix the task id (and the group, chord, root and parent) now, as Celery does;
+        return the result the call will have."""
+        opts = self.options
+        opts.setdefault("task_id", _id or new_id())
+        if root_id:
+            opts["root_id"] = root_id
+        if parent_id:
+            opts["parent_id"] = parent_id
+        if group_id and "group_id" not in opts:
+            opts["group_id"] = group_id
+        if chord:
+            opts["chord"] = chord
+        if group_index is not None:
+            opts["group_index"] = group_index
         return AsyncResult(self.id, app=self._app(), task_name=self.task)
 
     # sending --------------------------------------------------------------------------
@@ -213,8 +231,22 @@ def _as_sig(task: Any, app: Any) -> Signature:
     return sig
 
 
+def _attach_parent(result: ResultBase | None, parent: ResultBase | None) -> None:
+    """Make `parent` the parent of the first result without one up `result`'s chain."""
+    node = result
+    while node is not None and parent is not None:
+        if node.parent is None:
+            node.parent = parent
+            return
+        node = node.parent
+
+
 class chain(Signature):
-    """Tasks run one after another, each receiving the previous result."""
+    """Tasks run one after another, each receiving the previous result.
+
+    Sent as its first task, with the rest in ``embed.chain`` (reversed, Celery's way);
+    a group followed by another step becomes a chord, as in Celery.
+    """
 
     def __init__(self, *tasks: Any, app: Any = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], dict) and isinstance(tasks[0], Iterable):
@@ -238,13 +270,14 @@ class chain(Signature):
         return NotImplemented
 
     def _steps(self, args: Any, kwargs: Any) -> list[Signature]:
+        """Clones of the steps: partial arguments on the first, group + step -> chord."""
         steps = [t.clone() for t in self.tasks]
         if not steps:
             raise ValueError("cannot send an empty chain")
         steps[0] = steps[0].clone(args, kwargs)
         merged: list[Signature] = []
-        for step in steps:  # a group followed by anything becomes a chord
-            if merged and isinstance(merged[-1], group) and not isinstance(step, group):
+        for step in steps:
+            if merged and isinstance(merged[-1], group):
                 merged[-1] = chord(merged[-1], step, app=self.app)
             else:
                 merged.append(step)
@@ -254,38 +287,37 @@ class chain(Signature):
         steps = self.kwargs["tasks"] = self._steps((), None)
         return self._freeze_steps(steps, _id, **options)
 
-    def _freeze_steps(self, steps: list[Signature], _id: str | None, **options: Any):
-        root_id = options.pop("root_id", None)
-        parent_id = options.pop("parent_id", None)
-        last_opts = {
-            k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options
-        }
-        result: ResultBase | None = None
+    @staticmethod
+    def _freeze_steps(
+        steps: list[Signature],
+        _id: str | None,
+        *,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        **last: Any,
+    ) -> ResultBase:
+        """Freeze every step (the last one with `_id` and the group/chord options)."""
+        previous: ResultBase | None = None
         for i, step in enumerate(steps):
-            is_last = i == len(steps) - 1
-            extra = last_opts if is_last else {}
-            step_id = _id if is_last and _id else None
-            frozen = step.freeze(step_id, root_id=root_id, parent_id=parent_id, **extra)
-            if root_id is None:
-                root_id = getattr(frozen, "id", None)
-            frozen.parent = result
-            result = frozen
-        assert result is not None
-        return result
+            if i == len(steps) - 1:
+                frozen = step.freeze(_id, root_id=root_id, **last)
+            else:
+                frozen = step.freeze(root_id=root_id)
+            _attach_parent(frozen, previous)
+            previous = frozen
+        assert previous is not None
+        return previous
 
     def apply_async(
         self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> ResultBase:
         app = self._app()
+        options = {**self.options, **options}
         steps = self._steps(args, kwargs)
         task_id = options.pop("task_id", None)
         chain_rest = options.pop("chain", None) or []
-        freeze_opts = {
-            k: options.pop(k)
-            for k in ("group_id", "group_index", "chord", "root_id", "parent_id")
-            if k in options
-        }
-        result = self._freeze_steps(steps, task_id, **freeze_opts)
+        last = {k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options}
+        result = self._freeze_steps(steps, task_id, root_id=options.get("root_id"), **last)
         first, rest = steps[0], steps[1:]
         remaining = [dict(s) for s in reversed(rest)] + list(chain_rest)
         first.app = first.app or app
@@ -297,7 +329,11 @@ class chain(Signature):
 
 
 class group(Signature):
-    """Tasks run in parallel; the result is a `GroupResult` in the same order."""
+    """Tasks run in parallel; the result is a `GroupResult` in the same order.
+
+    Each member is sent with the ``group`` and ``group_index`` headers; nested groups are
+    flattened into this one, as Celery does.
+    """
 
     def __init__(self, *tasks: Any, app: Any = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], dict) and isinstance(tasks[0], Iterable):
@@ -312,24 +348,58 @@ class group(Signature):
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]
 
-    def freeze(self, _id: str | None = None, **options: Any) -> GroupResult:
-        group_id = options.get("group_id") or self.options.get("task_id") or _id or new_id()
-        self.options["task_id"] = group_id
-        results = []
-        for index, task in enumerate(self.tasks):
-            member_opts = {k: v for k, v in options.items() if k not in ("group_id", "group_index")}
-            results.append(task.freeze(group_id=group_id, group_index=index, **member_opts))
-        return GroupResult(group_id, results, app=self._app())
+    def _flat(self) -> list[Signature]:
+        """The members, nested groups flattened into their place."""
+        out: list[Signature] = []
+        for task in self.tasks:
+            out.extend(task._flat() if isinstance(task, group) else [task])
+        return out
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> GroupResult:
+        opts = self.options
+        gid = opts.setdefault("task_id", _id or new_id())
+        if group_id:
+            opts["group_id"] = group_id
+        if chord:
+            opts["chord"] = chord
+        if group_index is not None:
+            opts["group_index"] = group_index
+        root_id = opts.setdefault("root_id", root_id)
+        parent_id = opts.setdefault("parent_id", parent_id)
+        members = self.kwargs["tasks"] = self._flat()
+        results = [
+            task.freeze(
+                group_id=group_id,
+                chord=chord,
+                root_id=root_id,
+                parent_id=parent_id,
+                group_index=index,
+            )
+            for index, task in enumerate(members)
+        ]
+        return GroupResult(gid, results, app=self._app())
 
     def apply_async(
         self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> GroupResult:
         app = self._app()
         options.pop("chain", None)  # a trailing group in a chain has nothing after it
-        group_id = options.pop("group_id", None) or options.pop("task_id", None)
+        options.pop("group_index", None)
+        gid = options.pop("task_id", None) or self.options.get("task_id") or new_id()
+        options.pop("group_id", None)
         chord_body = options.pop("chord", None)
         shared = {k: v for k, v in {**self.options, **options}.items() if k not in _PER_TASK}
-        result = self.freeze(group_id, root_id=options.get("root_id"))
+        shared.pop("task_id", None)
+        add_to_parent = shared.pop("add_to_parent", True)
+        result = self.freeze(gid, root_id=options.get("root_id"))
         with app.producer_batch():
             for index, task in enumerate(self.tasks):
                 task.app = task.app or app
@@ -339,8 +409,12 @@ class group(Signature):
                     group_id=result.id,
                     group_index=index,
                     chord=chord_body,
+                    add_to_parent=False,
                     **{k: v for k, v in shared.items() if k not in task.options},
                 )
+        parent = current_request()
+        if add_to_parent and parent is not None and parent.id is not None:
+            parent.children.append(result)  # the group, not each member (Celery's trail)
         return result
 
     def __repr__(self) -> str:
@@ -348,17 +422,27 @@ class group(Signature):
 
 
 class chord(Signature):
-    """A header group whose results, in order, are passed to a body task."""
+    """A header group whose results, in order, are passed to a body task.
+
+    Each header task carries the body in ``embed.chord``; the backend counts the results
+    (``set_chord_size``/``add_chord_part``) and the last one in sends the body.
+    """
 
     def __init__(self, header: Any, body: Any = None, app: Any = None, **options: Any) -> None:
-        header_sig = header if isinstance(header, group) else group(*header, app=app)
-        app = app or header_sig.app or getattr(body, "app", None)
-        header_sig.app = header_sig.app or app
+        if isinstance(header, dict) and not isinstance(header, group):
+            header = [header]  # one signature: a header of one
+        if isinstance(header, group):
+            app = app or header.app
+            header_form: Any = header
+        else:
+            header_form = [_as_sig(t, app) for t in header]
+            app = app or next((t.app for t in header_form if t.app), None)
+        app = app or getattr(body, "app", None)
         body_sig = _as_sig(body, app) if body is not None else None
         super().__init__(
             "celery.chord",
             (),
-            {"kwargs": {}, "header": header_sig, "body": body_sig},
+            {"kwargs": {}, "header": header_form, "body": body_sig},
             options=options,
             subtask_type="chord",
             app=app,
@@ -366,7 +450,9 @@ class chord(Signature):
 
     @property
     def header(self) -> group:
-        return self.kwargs["header"]
+        """The header as a group (it is kept as given: a list or a group)."""
+        header = self.kwargs["header"]
+        return header if isinstance(header, group) else group(*header, app=self.app)
 
     @property
     def body(self) -> Signature:
@@ -377,11 +463,22 @@ class chord(Signature):
             self.kwargs["body"] = _as_sig(body, self.app)
         return self.apply_async(**options)
 
-    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
-        group_id = options.pop("group_id", None)
-        header_result = self.header.freeze(group_id)
-        body_result = self.body.freeze(_id, group_id=header_result.id, **options)
-        body_result.parent = header_result
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> ResultBase:
+        header = self.kwargs["header"] = self.header
+        header_result = header.freeze(parent_id=parent_id, root_id=root_id)
+        self.options["task_id"] = header_result.id
+        body_result = self.body.freeze(
+            _id, root_id=root_id, chord=chord, group_id=group_id, group_index=group_index
+        )
+        _attach_parent(body_result, header_result)
         return body_result
 
     def apply_async(
@@ -390,24 +487,57 @@ class chord(Signature):
         app = self._app()
         if self.body is None:
             raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
+        body_id = options.pop("task_id", None)  # chord(...).apply_async(task_id=): the body's
+        options = {**self.options, **options}
+        own_id = options.pop("task_id", None)  # set by freeze: the header group's id
         body = self.body.clone()
-        chain_rest = options.pop("chain", None)
-        if chain_rest:
-            body.options["chain"] = chain_rest
-        body_id = options.pop("task_id", None) or body.options.get("task_id") or new_id()
-        header = group(*[t.clone() for t in self.header.tasks], app=app)
-        header_result = header.freeze(None, root_id=options.get("root_id"))
-        body.freeze(body_id, group_id=header_result.id, root_id=options.get("root_id"))
-        body_result = AsyncResult(body_id, app=app, task_name=body.task, parent=header_result)
-        if not header.tasks:  # nothing to wait for: the body runs with an empty list
+        if options.get("chain"):  # the rest of an outer chain runs after the body
+            body.options["chain"] = options.pop("chain")
+        for key in ("link", "link_error"):  # the chord's callbacks are the body's
+            callbacks = options.pop(key, None)
+            if callbacks:
+                body.options[key] = [*_as_list(body.options.get(key)), *_as_list(callbacks)]
+        header = self.header.clone()
+        gid = header.options.get("task_id") or own_id or new_id()
+        body_id = body.options["task_id"] = body_id or body.options.get("task_id") or new_id()
+        # a chord inside a group or chord header: its body is what the outer one waits for
+        outer = {k: options.pop(k, None) for k in ("group_id", "group_index", "chord")}
+        body_result = body.freeze(
+            body_id,
+            group_id=outer["group_id"] or gid,
+            chord=outer["chord"],
+            group_index=outer["group_index"],
+            root_id=options.get("root_id"),
+        )
+        header.options["task_id"] = gid
+        members = header._flat()
+        if not members:  # nothing to wait for: the body runs with an empty list
             body.apply_async(([],))
+            body_result.parent = GroupResult(gid, [], app=app)
             return body_result
-        app.backend.set_chord_size(header_result.id, len(header.tasks))
-        header.apply_async(args, kwargs, group_id=header_result.id, chord=dict(body), **options)
+        app.backend.set_chord_size(gid, len(members))
+        body_result.parent = header.apply_async(
+            args, kwargs, task_id=gid, chord=dict(body), **_header_options(options)
+        )
         return body_result
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _header_options(options: dict[str, Any]) -> dict[str, Any]:
+    """What a chord passes on to its header tasks (not the body's own options)."""
+    return {
+        k: v
+        for k, v in options.items()
+        if k not in ("task_id", "group_id", "group_index", "chord", "chain", "link", "link_error")
+    }
 
 
 class _mapper(Signature):
@@ -494,11 +624,7 @@ def _from_dict(data: dict[str, Any], app: Any) -> Signature:
         sig = group(*kwargs.get("tasks", ()), app=app, **options)
     elif kind == "chord":
         header = kwargs.get("header")
-        header_sig = (
-            signature(header, app=app)
-            if isinstance(header, dict)
-            else group(*(header or ()), app=app)
-        )
+        header_sig = signature(header, app=app) if isinstance(header, dict) else header or []
         sig = chord(header_sig, kwargs.get("body"), app=app, **options)
     elif kind in ("xmap", "xstarmap"):
         cls = xmap if kind == "xmap" else xstarmap

@@ -30,7 +30,7 @@ from .context import pop_request, push_request
 from .exceptions import Ignore, Reject, Retry
 from .followups import apply_errbacks, dispatch_callbacks_and_chain, on_chord_part_return
 from .protocol import TaskMessage, build_task_message, new_id
-from .result import EagerResult
+from .result import EagerResult, ResultBase
 from .task import Context, Task, backoff_countdown
 
 __all__ = [
@@ -340,8 +340,9 @@ def _on_success(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None
     app = task.app
     retval = outcome.retval
     dispatch_callbacks_and_chain(app, ctx, retval)
-    if store:
-        app.backend.store_result(ctx.id, retval, states.SUCCESS, request=ctx)
+    if store:  # a returned result handle is stored as its tuple form, as Celery does
+        value = retval.as_tuple() if isinstance(retval, ResultBase) else retval
+        app.backend.store_result(ctx.id, value, states.SUCCESS, request=ctx)
     if ctx.chord and ctx.group:
         on_chord_part_return(app, ctx, states.SUCCESS, retval)
     _hook(task, ctx, "on_success", retval, ctx.id, ctx.args, ctx.kwargs)

@@ -325,6 +325,24 @@ class Task:
         """An immutable signature: a chain does not pass the parent's result."""
         return self.signature(args, kwargs, immutable=True)
 
+    def map(self, it: Any) -> Signature:
+        """One message calling this task for every item of `it` (``celery.map``)."""
+        from .canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Any) -> Signature:
+        """One message calling this task with each tuple of `it` (``celery.starmap``)."""
+        from .canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Any, n: int) -> Signature:
+        """`it` in chunks of `n` tuples, each chunk one ``starmap`` message in a group."""
+        from .canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
     # inside a running task -------------------------------------------------------------
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None
