@@ -448,7 +448,10 @@ class Worker:
         """Send a task event through the Events step, when it runs with task events on."""
         events = self.consumer_blueprint.steps.get("events")
         if events is not None and getattr(events, "task_events", False):
-            events.send_task_event(type_, uuid=task_id, **fields)
+            try:
+                events.send_task_event(type_, uuid=task_id, **fields)
+            except Exception:  # an event lost is logged; the task's run goes on
+                logger.exception("%s: could not send %s for %s", self.hostname, type_, task_id)
 
     def run_coroutine(self, coroutine: Any) -> Any:
         """Run an ``async def`` task's coroutine on the worker's own event-loop thread."""
