@@ -4,7 +4,7 @@ CPython checks for a pending *asynchronous exception* between bytecodes, so a th
 running Python code sees it within a few milliseconds. A thread blocked inside a single
 C call — ``time.sleep``, waiting on a lock, ``Event``, ``Queue`` or socket, a long C loop
 such as ``sum(range(10**9))``, a NumPy or hashlib call on big data — sees it only when
-that call returns. Nothing can interrupt it sooner; see ``docs/time-limits.md``.
+that call returns. Nothing can interrupt it sooner; see ``docs/task-semantics.md``.
 """
 
 from __future__ import annotations
