@@ -99,7 +99,12 @@ def on_chord_part_return(app: Any, ctx: Context, state: str, value: Any) -> None
     body = signature(ctx.chord, app=app)
     failed = next(((tid, st, val) for tid, st, val in parts if st != states.SUCCESS), None)
     if failed is None:
-        _send(body, ([val for _, _, val in parts],), ctx, parent_id=ctx.id, root_id=ctx.root_id)
+        try:
+            _send(body, ([val for _, _, val in parts],), ctx, parent_id=ctx.id, root_id=ctx.root_id)
+        finally:  # a backend that holds a claim on the join releases it now (Redis)
+            applied = getattr(app.backend, "on_chord_body_applied", None)
+            if applied is not None:
+                applied(ctx.group)
         return
     _fail_chord_body(app, ctx, body, failed)
 

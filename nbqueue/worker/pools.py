@@ -26,6 +26,8 @@ class ThreadPool:
     implementation = "nbqueue.worker.pools:ThreadPool"
     #: abandoned threads can be replaced, so limits and terminate free the slot at once
     can_replace = True
+    #: how long a stop waits for abandoned threads (blocked in C code, they may never end)
+    abandoned_grace = 1.0
 
     def __init__(self, name: str, size: int) -> None:
         if size < 1:
@@ -115,18 +117,22 @@ class ThreadPool:
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Ask every thread to exit after its current task; return the names still alive.
 
-        Abandoned threads are waited for too (within the same `timeout`): a thread blocked
-        in C code exits only when that call returns.
+        Abandoned threads get `abandoned_grace` seconds more: a thread blocked in C code
+        exits only when that call returns, which may be never.
         """
         with self._lock:
             threads = list(self._threads)
         for _ in threads:
             self._queue.put(_STOP)
         deadline = time.monotonic() + timeout
-        with self._lock:
-            waited = threads + self._abandoned
-        for thread in waited:
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:  # given up already: a short grace to exit, no more
+            abandoned = list(self._abandoned)
+        grace = time.monotonic() + min(timeout, self.abandoned_grace)
+        for thread in abandoned:
+            thread.join(max(0.0, grace - time.monotonic()))
+        waited = threads + abandoned
         alive = [t.name for t in waited if t.is_alive()]
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import nbqueue
+from nbqueue.protocol import new_id
 
 
 def test_redis_serves_lower_priorities_first_in_kombus_steps(redis_url):
     app = nbqueue.App("prio", broker=redis_url, backend="memory://")
+    queue = f"prio-{new_id()}"  # a queue of our own: other test runs may share the server
     order = []
 
-    @app.task(name="t.prio", ignore_result=True)
+    @app.task(name="t.prio", ignore_result=True, queue=queue, serializer="json")
     def prio(p):
         order.append(p)
 
     try:
         # sent before the worker starts, so the consumer sees all of them at once
         for p in (9, 5, 0, 2, 7, 4, 8):
-            prio.apply_async((p,), priority=p, serializer="json")
-        with app.worker(concurrency=1, prefetch_multiplier=1) as worker:
+            prio.apply_async((p,), priority=p)
+        with app.worker(concurrency=1, prefetch_multiplier=1, queues=[queue]) as worker:
             assert worker.drain(20)
     finally:
         app.close()
