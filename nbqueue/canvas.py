@@ -1,9 +1,9 @@
-"""Signatures and workflows: `Signature`, `chain`, `group`, `chord`, `xmap`/`xstarmap`/`chunks`.
+"""Workflows: `chain`, `group`, `chord`, `xmap`/`xstarmap`/`chunks`, built of `Signature`s.
 
-Everything serializes in Celery's signature format (a dict with ``task, args, kwargs,
-options, subtask_type, immutable``) and travels the way Celery sends it: a chain's
-remaining steps ride in ``embed.chain`` (reversed), group members carry ``group`` and
-``group_index`` headers, chord header tasks carry the body in ``embed.chord``.
+Everything serializes in Celery's signature format and travels the way Celery 5.7 sends
+it: a chain's remaining steps ride in ``embed.chain`` (reversed), group members carry
+``group`` and ``group_index`` headers, chord header tasks carry the body in
+``embed.chord``, and frozen options are Celery's (see ``canvas_shapes.json``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 from .context import current_request
 from .protocol import new_id
-from .result import AsyncResult, GroupResult, ResultBase
+from .result import GroupResult, ResultBase
+from .signatures import Signature, maybe_signature, signature
 
 __all__ = [
     "Signature",
@@ -30,198 +31,6 @@ __all__ = [
 
 #: per-call options that belong to one task, never copied onto a group's members
 _PER_TASK = ("task_id", "group_id", "group_index", "chord", "chain", "link", "link_error")
-
-
-class Signature(dict):
-    """A task call, frozen as data: name, arguments and options.
-
-    ``add.s(2, 3)`` makes one; ``sig.delay()`` / ``sig.apply_async()`` sends it; ``a | b``
-    chains two. A signature is a dict, so it serializes as-is.
-    """
-
-    def __init__(
-        self,
-        task: str | dict[str, Any] | None = None,
-        args: Any = None,
-        kwargs: dict[str, Any] | None = None,
-        options: dict[str, Any] | None = None,
-        subtask_type: str | None = None,
-        immutable: bool = False,
-        *,
-        app: Any = None,
-        **extra_options: Any,
-    ) -> None:
-        if isinstance(task, dict):  # from its serialized form
-            super().__init__(task)
-            self.setdefault("args", [])
-            self.setdefault("kwargs", {})
-            self.setdefault("options", {})
-            self.setdefault("subtask_type", None)
-            self.setdefault("immutable", False)
-        else:
-            opts = dict(options or {}, **extra_options)
-            immutable = bool(opts.pop("immutable", immutable))
-            super().__init__(
-                task=task,
-                args=list(args or ()),
-                kwargs=dict(kwargs or {}),
-                options=opts,
-                subtask_type=subtask_type,
-                immutable=immutable,
-            )
-        self.app = app
-
-    # fields ---------------------------------------------------------------------------
-    @property
-    def task(self) -> str:
-        return self["task"]
-
-    name = task
-
-    @property
-    def args(self) -> list[Any]:
-        return self["args"]
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return self["kwargs"]
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return self["options"]
-
-    @property
-    def immutable(self) -> bool:
-        return bool(self["immutable"])
-
-    @property
-    def subtask_type(self) -> str | None:
-        return self["subtask_type"]
-
-    @property
-    def id(self) -> str | None:
-        return self.options.get("task_id")
-
-    @property
-    def type(self) -> Any:
-        """The registered task this signature calls."""
-        return self._app().tasks[self.task]
-
-    def _app(self) -> Any:
-        if self.app is None:
-            raise RuntimeError(f"signature {self!r} is not bound to an app; use app.signature()")
-        return self.app
-
-    # building -------------------------------------------------------------------------
-    def clone(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any):
-        """A copy with `args` prepended (unless immutable) and `kwargs`/`options` merged."""
-        sig = signature(
-            dict(self, options=dict(self.options), kwargs=dict(self.kwargs)), app=self.app
-        )
-        if not self.immutable:
-            if args:
-                sig["args"] = [*args, *self.args]
-            if kwargs:
-                sig["kwargs"] = {**self.kwargs, **kwargs}
-        sig["options"].update(options)
-        return sig
-
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
-        """Set options in place (e.g. ``queue=``, ``countdown=``); returns self."""
-        if immutable is not None:
-            self["immutable"] = immutable
-        self.options.update(options)
-        return self
-
-    def set_immutable(self, immutable: bool) -> None:
-        self["immutable"] = immutable
-
-    def link(self, callback: Signature) -> Signature:
-        """Run `callback` with this task's result when it succeeds."""
-        self.options.setdefault("link", []).append(callback)
-        return callback
-
-    def link_error(self, errback: Signature) -> Signature:
-        """Run `errback` with this task's id when it fails."""
-        self.options.setdefault("link_error", []).append(errback)
-        return errback
-
-    on_error = link_error
-
-    def freeze(
-        self,
-        _id: str | None = None,
-        group_id: str | None = None,
-        chord: Any = None,
-        root_id: str | None = None,
-        parent_id: str | None = None,
-        group_index: int | None = None,
-    ) -> ResultBase:
-        """Fix the task id (and the group, chord, root and parent) now, as Celery does;
-        return the result the call will have."""
-        opts = self.options
-        opts.setdefault("task_id", _id or new_id())
-        if root_id:
-            opts["root_id"] = root_id
-        if parent_id:
-            opts["parent_id"] = parent_id
-        if group_id and "group_id" not in opts:
-            opts["group_id"] = group_id
-        if chord:
-            opts["chord"] = chord
-        if group_index is not None:
-            opts["group_index"] = group_index
-        return AsyncResult(self.id, app=self._app(), task_name=self.task)
-
-    # sending --------------------------------------------------------------------------
-    def apply_async(
-        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> ResultBase:
-        """Send the call; `args` are prepended unless the signature is immutable."""
-        app = self._app()
-        merged = {**self.options, **options}
-        call_args, call_kwargs = self._arguments(args, kwargs)
-        task = app.tasks.get(self.task)
-        if task is not None:
-            return task.apply_async(call_args, call_kwargs, **merged)
-        return app.send_task(self.task, call_args, call_kwargs, **merged)
-
-    def _arguments(self, args: Any, kwargs: dict[str, Any] | None) -> tuple[list[Any], dict]:
-        if self.immutable:
-            return list(self.args), dict(self.kwargs)
-        return [*(args or ()), *self.args], {**self.kwargs, **(kwargs or {})}
-
-    def delay(self, *args: Any, **kwargs: Any) -> ResultBase:
-        return self.apply_async(args, kwargs)
-
-    def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any):
-        """Run here and now, through the worker's execution path."""
-        call_args, call_kwargs = self._arguments(args, kwargs)
-        return self.type.apply(call_args, call_kwargs, **{**self.options, **options})
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the task's function directly in this thread."""
-        call_args, call_kwargs = self._arguments(args, kwargs)
-        return self.type(*call_args, **call_kwargs)
-
-    # composition ----------------------------------------------------------------------
-    def __or__(self, other: Any) -> Signature:
-        if isinstance(other, Signature):
-            return chain(self, other, app=self.app or other.app)
-        return NotImplemented
-
-    def __deepcopy__(self, memo: Any) -> Signature:
-        import copy
-
-        return signature(copy.deepcopy(dict(self), memo), app=self.app)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return signature, (dict(self),)
-
-    def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        prefix = "%" if self.immutable else ""
-        return f"{prefix}{self.task}({', '.join(parts)})"
 
 
 def _as_sig(task: Any, app: Any) -> Signature:
@@ -241,7 +50,7 @@ def _attach_parent(result: ResultBase | None, parent: ResultBase | None) -> None
         node = node.parent
 
 
-class chain(Signature):
+class chain(Signature, kind="chain"):
     """Tasks run one after another, each receiving the previous result.
 
     Sent as its first task, with the rest in ``embed.chain`` (reversed, Celery's way);
@@ -263,6 +72,11 @@ class chain(Signature):
     @property
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        return cls(*kwargs.get("tasks", ()), app=app, **dict(data.get("options") or {}))
 
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature):
@@ -328,7 +142,7 @@ class chain(Signature):
         return " | ".join(repr(t) for t in self.tasks) if self.tasks else "<empty chain>"
 
 
-class group(Signature):
+class group(Signature, kind="group"):
     """Tasks run in parallel; the result is a `GroupResult` in the same order.
 
     Each member is sent with the ``group`` and ``group_index`` headers; nested groups are
@@ -347,6 +161,11 @@ class group(Signature):
     @property
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        return cls(*kwargs.get("tasks", ()), app=app, **dict(data.get("options") or {}))
 
     def _flat(self) -> list[Signature]:
         """The members, nested groups flattened into their place."""
@@ -421,7 +240,7 @@ class group(Signature):
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
 
 
-class chord(Signature):
+class chord(Signature, kind="chord"):
     """A header group whose results, in order, are passed to a body task.
 
     Each header task carries the body in ``embed.chord``; the backend counts the results
@@ -457,6 +276,13 @@ class chord(Signature):
     @property
     def body(self) -> Signature:
         return self.kwargs["body"]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        header = kwargs.get("header")
+        header_sig = signature(header, app=app) if isinstance(header, dict) else header or []
+        return cls(header_sig, kwargs.get("body"), app=app, **dict(data.get("options") or {}))
 
     def __call__(self, body: Any = None, **options: Any) -> ResultBase:  # chord(header)(body)
         if body is not None:
@@ -556,22 +382,28 @@ class _mapper(Signature):
             app=app or sig.app,
         )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        options = dict(data.get("options") or {})
+        return cls(kwargs["task"], kwargs.get("it", ()), app=app, **options)
 
-class xmap(_mapper):
+
+class xmap(_mapper, kind="xmap"):
     """One message that calls `task` on every item of `it` (``task.map(it)``)."""
 
     _task_name = "celery.map"
     _kind = "xmap"
 
 
-class xstarmap(_mapper):
+class xstarmap(_mapper, kind="xstarmap"):
     """One message that calls ``task(*args)`` for every tuple in `it`."""
 
     _task_name = "celery.starmap"
     _kind = "xstarmap"
 
 
-class chunks(Signature):
+class chunks(Signature, kind="chunks"):
     """`it` split into chunks of `n`, each chunk one ``starmap`` message."""
 
     def __init__(self, task: Any, it: Iterable[Any], n: int, app: Any = None, **options: Any):
@@ -586,6 +418,12 @@ class chunks(Signature):
             app=app or sig.app,
         )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        options = dict(data.get("options") or {})
+        return cls(kwargs["task"], kwargs.get("it", ()), kwargs.get("n", 1), app=app, **options)
+
     def group(self) -> group:
         task, items, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]
         it = iter(items)
@@ -594,58 +432,3 @@ class chunks(Signature):
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options):
         return self.group().apply_async(**options)
-
-
-_TYPES: dict[str | None, type[Signature]] = {
-    "chain": chain,
-    "group": group,
-    "chord": chord,
-}
-
-
-def signature(value: Any, *args: Any, app: Any = None, **kwargs: Any) -> Signature:
-    """A `Signature` from a task name or from its dict form (any subtask type)."""
-    if isinstance(value, dict) and not isinstance(value, Signature):
-        return _from_dict(value, app)
-    if isinstance(value, Signature):
-        if app is not None and value.app is None:
-            value.app = app
-        return value
-    return Signature(value, *args, app=app, **kwargs)
-
-
-def _from_dict(data: dict[str, Any], app: Any) -> Signature:
-    kind = data.get("subtask_type")
-    kwargs = data.get("kwargs") or {}
-    options = dict(data.get("options") or {})
-    if kind == "chain":
-        sig: Signature = chain(*kwargs.get("tasks", ()), app=app, **options)
-    elif kind == "group":
-        sig = group(*kwargs.get("tasks", ()), app=app, **options)
-    elif kind == "chord":
-        header = kwargs.get("header")
-        header_sig = signature(header, app=app) if isinstance(header, dict) else header or []
-        sig = chord(header_sig, kwargs.get("body"), app=app, **options)
-    elif kind in ("xmap", "xstarmap"):
-        cls = xmap if kind == "xmap" else xstarmap
-        sig = cls(kwargs["task"], kwargs.get("it", ()), app=app, **options)
-    elif kind == "chunks":
-        sig = chunks(kwargs["task"], kwargs.get("it", ()), kwargs.get("n", 1), app=app, **options)
-    else:
-        sig = Signature(dict(data), app=app)
-        sig["options"] = options
-    sig["immutable"] = bool(data.get("immutable", sig.immutable))
-    return sig
-
-
-def maybe_signature(value: Any, app: Any = None) -> Signature | None:
-    """`value` as a Signature bound to `app` (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    if isinstance(value, Signature):
-        if app is not None and value.app is None:
-            value.app = app
-        return value
-    if isinstance(value, dict):
-        return _from_dict(value, app)
-    raise TypeError(f"{value!r} is not a signature")

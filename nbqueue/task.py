@@ -392,9 +392,7 @@ class Task:
         retries = request.retries + 1
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and retries > limit:
-            if exc is not None:
-                raise exc
-            raise MaxRetriesExceededError(
+            raise exc or MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}"
             )
         if eta is None and countdown is None:
