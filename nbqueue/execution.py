@@ -93,9 +93,6 @@ class RunGuard:
         self.abandoned = False
         self.thread_id = 0
 
-    def begin(self) -> None:
-        """Called in the task's thread once armed (e.g. to start time-limit timers)."""
-
     def interruption(self, exc: Interrupt) -> Outcome:
         """What an injected `exc` means for this run."""
         return Outcome(states.FAILURE, exception=exc, traceback=format_traceback(exc))
@@ -291,7 +288,6 @@ def _run_guarded(
         if guard is not None:
             guard.thread_id = threading.get_ident()
             guard.armed = True
-            guard.begin()
         task.before_start(ctx.id, ctx.args, ctx.kwargs)
         retval = task(*ctx.args, **ctx.kwargs)
         if inspect.isawaitable(retval):

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 class TimeLimits:
     """Resolves each run's limits and fires them from the worker's timer thread."""
 
+    #: seconds between attempts to interrupt a thread that is not at a safe point
+    retry_interval = 0.002
+
     def __init__(self, worker: Any) -> None:
         self.worker = worker
         #: guards arming, disarming and interrupting this worker's runs
@@ -53,8 +56,12 @@ class TimeLimits:
             self._timer = self.worker.steps["timer"].timer
         return self._timer
 
+    def later(self, fun: Any, *args: Any) -> None:
+        """Try `fun(*args)` again shortly (an interruption waiting for a safe point)."""
+        self.timer.call_after(self.retry_interval, fun, *args)
+
     def start(self, request: Any) -> None:
-        """Called in the task's thread as its code starts: schedule its limits, if any."""
+        """Called as a run starts, before the task's code: schedule its limits, if any."""
         hard, soft = self.limits_for(request)
         if not hard and not soft:
             return

@@ -45,6 +45,7 @@ class Request(RunGuard):
         "context",
         "delivery_info",
         "eta",
+        "finished",
         "id",
         "limits",
         "message",
@@ -91,6 +92,7 @@ class Request(RunGuard):
         self.stop_outcome: Outcome | None = None
         self.signum: int | None = None
         self.timers: Any = None
+        self.finished = False
 
     # acknowledgement ---------------------------------------------------------------------
     @property
@@ -148,6 +150,7 @@ class Request(RunGuard):
             self.task, self.task_message, hostname=worker.hostname, delivery_info=self.delivery_info
         )
         context._events = worker.emit_task_event
+        self.limits.start(self)  # before the run: no worker code inside the guarded window
         outcome = Outcome(states.FAILURE)
         try:
             outcome = run_task(
@@ -160,6 +163,8 @@ class Request(RunGuard):
         except Exception as exc:
             outcome = self._internal_error(exc)
         finally:
+            with self.lock:
+                self.finished = True
             self._cancel_timers()
             if not self.abandoned:
                 self._done(outcome)
@@ -236,22 +241,39 @@ class Request(RunGuard):
         )
 
     # the run guard: limits and terminate ----------------------------------------------------
-    def begin(self) -> None:
-        """In the task's thread, just armed: start the time-limit timers, if any."""
-        self.limits.start(self)
-
     def _cancel_timers(self) -> None:
         timers, self.timers = self.timers, None
         for entry in timers or ():
             entry.cancel()
 
+    def _not_yet(self) -> bool:
+        """(lock held) The task's code has not started yet: an interruption must wait."""
+        return not self.armed and not self.thread_id and not self.finished
+
+    def _raise_if_safe(self, exc_type: type[BaseException]) -> bool:
+        """(lock held) Raise `exc_type` in the task's code now, if it stands at a safe point."""
+        if not self.armed or not interrupts.safe_to_raise(self.thread_id):
+            return False
+        self.injected = True
+        interrupts.raise_in_thread(self.thread_id, exc_type)
+        return True
+
     def interrupt(self, exc_type: type[BaseException]) -> bool:
-        """Raise `exc_type` in the task's thread if its code is running; True if scheduled."""
+        """Raise `exc_type` in the task's thread while its own code runs (at a safe point,
+        retrying shortly until there is one); False once that code has returned."""
         with self.lock:
-            if not self.armed or self.abandoned:
+            if self.abandoned or not (self.armed or self._not_yet()):
                 return False
-            self.injected = True
-            return interrupts.raise_in_thread(self.thread_id, exc_type)
+            raised = self._raise_if_safe(exc_type)
+        if not raised:
+            self.limits.later(self.interrupt, exc_type)
+        return True
+
+    def _raise_when_safe(self, exc_type: type[BaseException]) -> None:
+        with self.lock:
+            if not self.armed or self._raise_if_safe(exc_type):
+                return
+        self.limits.later(self._raise_when_safe, exc_type)
 
     def stop(self, exc_type: type[Interrupt], outcome: Outcome, *, signum: int | None = None):
         """End the run now with `outcome`: raise `exc_type` in its thread and, when the pool
@@ -259,13 +281,19 @@ class Request(RunGuard):
         pool = self.worker.steps["pool"].pool
         abandon = getattr(pool, "can_replace", False)
         with self.lock:
-            if not self.armed or self.abandoned:
+            if self.abandoned or self.stop_outcome is not None:
                 return False
+            if not self.armed:
+                if not self._not_yet():
+                    return False  # its code has returned: let the run end by itself
+                self.limits.later(lambda: self.stop(exc_type, outcome, signum=signum))
+                return True
             self.stop_outcome = outcome
             self.signum = signum
-            self.injected = True
             self.abandoned = abandon
-            interrupts.raise_in_thread(self.thread_id, exc_type)
+            raised = self._raise_if_safe(exc_type)
+        if not raised:
+            self.limits.later(self._raise_when_safe, exc_type)
         if abandon:
             pool.replace(self.thread, first=lambda: self._finish_abandoned(outcome))
         return True
@@ -276,6 +304,8 @@ class Request(RunGuard):
 
     def _finish_abandoned(self, outcome: Outcome) -> None:
         """In the replacement thread: record, acknowledge and announce the outcome."""
+        with self.lock:
+            self.finished = True
         try:
             finish_run(self.task, self.context, outcome)
         except Exception as exc:

@@ -4,6 +4,7 @@ thread up and replaces it, and what cannot be interrupted is shown, not hidden."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -248,3 +249,39 @@ def test_acks_late_timeout_is_requeued_unless_acks_on_timeout(app, never):
         assert worker.drain(10)
     assert not app.broker.space.unacked
     assert app.broker.space.sizes().get("celery", 0) == 0
+
+
+def test_limits_racing_the_end_of_runs_never_leak_into_the_worker(app, caplog):
+    """Hundreds of runs ending right around their limits: every one gets exactly one
+    outcome, no injected exception escapes into worker code, the pool keeps its size."""
+
+    chatty = logging.getLogger("tests.chatty")
+
+    @app.task(time_limit=0.004, soft_time_limit=0.002)
+    def close_call(i):
+        deadline = time.perf_counter() + (i % 7) * 0.001  # 0-6 ms of Python code...
+        while time.perf_counter() < deadline:
+            python_step()
+            chatty.error("step %s", i)  # ...much of it inside logging, which holds locks
+        return i
+
+    outcomes = []
+    app.signals.task_postrun.connect(lambda sender, **kw: outcomes.append(kw["task_id"]))
+    with caplog.at_level(logging.ERROR), app.worker(concurrency=4) as worker:
+        results = [close_call.delay(i) for i in range(300)]
+        for result in results:
+            with contextlib.suppress(SoftTimeLimitExceeded, TimeLimitExceeded):
+                result.get(timeout=20)
+        assert worker.drain(20)
+        pool = worker.steps["pool"].pool
+        assert len(pool.threads) == 4
+        stored = [app.backend.get_meta(r.id)["status"] for r in results]
+    assert set(stored) <= {states.SUCCESS, states.FAILURE}
+    assert worker.state.processed == 300
+    logged = threading.Thread(target=chatty.error, args=("still logging",), daemon=True)
+    logged.start()
+    logged.join(5)
+    assert not logged.is_alive()  # no logging lock was left held by an interrupted task
+    assert "crashed outside its task" not in caplog.text
+    assert "internal error" not in caplog.text
+    assert not app.broker.space.unacked
