@@ -13,6 +13,7 @@ interrupted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -27,8 +28,10 @@ logger = logging.getLogger(__name__)
 class TimeLimits:
     """Resolves each run's limits and fires them from the worker's timer thread."""
 
-    #: seconds between attempts to interrupt a thread that is not at a safe point
+    #: seconds before the first new attempt to interrupt a thread not at a safe point
     retry_interval = 0.002
+    #: the longest wait between attempts (a thread may stay in unsafe code for long)
+    retry_max = 0.5
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
@@ -56,9 +59,11 @@ class TimeLimits:
             self._timer = self.worker.steps["timer"].timer
         return self._timer
 
-    def later(self, fun: Any, *args: Any) -> None:
-        """Try `fun(*args)` again shortly (an interruption waiting for a safe point)."""
-        self.timer.call_after(self.retry_interval, fun, *args)
+    def later(self, fun: Any, *args: Any, attempt: int = 0) -> None:
+        """Try ``fun(*args, attempt=attempt + 1)`` again shortly (an interruption waiting
+        for a safe point), backing off to at most `retry_max` seconds."""
+        delay = min(self.retry_interval * 2**attempt, self.retry_max)
+        self.timer.call_after(delay, functools.partial(fun, *args, attempt=attempt + 1))
 
     def start(self, request: Any) -> None:
         """Called as a run starts, before the task's code: schedule its limits, if any."""

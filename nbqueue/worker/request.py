@@ -258,7 +258,7 @@ class Request(RunGuard):
         interrupts.raise_in_thread(self.thread_id, exc_type)
         return True
 
-    def interrupt(self, exc_type: type[BaseException]) -> bool:
+    def interrupt(self, exc_type: type[BaseException], *, attempt: int = 0) -> bool:
         """Raise `exc_type` in the task's thread while its own code runs (at a safe point,
         retrying shortly until there is one); False once that code has returned."""
         with self.lock:
@@ -266,16 +266,23 @@ class Request(RunGuard):
                 return False
             raised = self._raise_if_safe(exc_type)
         if not raised:
-            self.limits.later(self.interrupt, exc_type)
+            self.limits.later(self.interrupt, exc_type, attempt=attempt)
         return True
 
-    def _raise_when_safe(self, exc_type: type[BaseException]) -> None:
+    def _raise_when_safe(self, exc_type: type[BaseException], *, attempt: int = 0) -> None:
         with self.lock:
             if not self.armed or self._raise_if_safe(exc_type):
                 return
-        self.limits.later(self._raise_when_safe, exc_type)
+        self.limits.later(self._raise_when_safe, exc_type, attempt=attempt)
 
-    def stop(self, exc_type: type[Interrupt], outcome: Outcome, *, signum: int | None = None):
+    def stop(
+        self,
+        exc_type: type[Interrupt],
+        outcome: Outcome,
+        signum: int | None = None,
+        *,
+        attempt: int = 0,
+    ) -> bool:
         """End the run now with `outcome`: raise `exc_type` in its thread and, when the pool
         can replace threads, give that thread up and record `outcome` from a new one."""
         pool = self.worker.steps["pool"].pool
@@ -286,7 +293,7 @@ class Request(RunGuard):
             if not self.armed:
                 if not self._not_yet():
                     return False  # its code has returned: let the run end by itself
-                self.limits.later(lambda: self.stop(exc_type, outcome, signum=signum))
+                self.limits.later(self.stop, exc_type, outcome, signum, attempt=attempt)
                 return True
             self.stop_outcome = outcome
             self.signum = signum
@@ -317,7 +324,7 @@ class Request(RunGuard):
     def terminate(self, signum: int | None = None) -> bool:
         """``revoke(terminate=True)``: stop the running task, which ends REVOKED."""
         outcome = Outcome(states.REVOKED, exception=TaskRevokedError("revoked"))
-        return self.stop(Terminate, outcome, signum=signum)
+        return self.stop(Terminate, outcome, signum)
 
     def time_limit_exceeded(self, seconds: float) -> bool:
         """The hard time limit passed: the run fails with `TimeLimitExceeded`."""

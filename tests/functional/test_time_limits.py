@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
 import time
 
@@ -13,6 +14,7 @@ import pytest
 
 from nbqueue import states
 from nbqueue.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from nbqueue.worker import interrupts
 from tests.helpers import wait_for
 
 
@@ -285,3 +287,50 @@ def test_limits_racing_the_end_of_runs_never_leak_into_the_worker(app, caplog):
     assert "crashed outside its task" not in caplog.text
     assert "internal error" not in caplog.text
     assert not app.broker.space.unacked
+
+
+@pytest.mark.parametrize(
+    ("where", "safe"),
+    [
+        ("sleeping in task code", True),
+        ("Event.wait", True),
+        ("logging's acquire", False),
+        ("Condition.__enter__", False),
+    ],
+)
+def test_safe_points_are_judged_by_the_innermost_frame(where, safe):
+    handler = logging.Handler()
+    condition = threading.Condition()
+    gate = threading.Event()
+    done = []
+
+    def nap():
+        while not done:
+            time.sleep(0.01)
+
+    blockers = {
+        "sleeping in task code": nap,
+        "Event.wait": gate.wait,
+        "logging's acquire": handler.acquire,
+        "Condition.__enter__": condition.__enter__,
+    }
+    handler.acquire()  # held here: the other thread blocks inside logging / threading
+    condition.acquire()
+    started = threading.Event()
+
+    def blocked():
+        started.set()
+        blockers[where]()
+
+    thread = threading.Thread(target=blocked, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(5)
+        wait_for(lambda: sys._current_frames()[thread.ident].f_code.co_name != "blocked")
+        assert interrupts.safe_to_raise(thread.ident) is safe
+    finally:
+        handler.release()
+        condition.release()
+        gate.set()
+        done.append(True)
+        thread.join(5)
