@@ -296,7 +296,6 @@ class App:
         reply_to: str | None = None,
         stamps: dict[str, Any] | None = None,
         _task: Task | None = None,
-        _retry_of: Any = None,
         **options: Any,
     ) -> AsyncResult:
         """Send task `name` by name (it need not be registered here), like Celery's."""
@@ -308,18 +307,7 @@ class App:
         args = () if args is None else args
         kwargs = {} if kwargs is None else kwargs
         parent = current_request()
-        if _retry_of is not None:
-            req = _retry_of
-            parent_id, root_id = req.id, req.root_id
-            group_id, group_index = req.group, req.group_index
-            chord, chain = req.chord, req.chain
-            link = link if link is not None else req.callbacks
-            link_error = link_error if link_error is not None else req.errbacks
-            if queue is None and exchange is None and req.delivery_info:
-                queue = req.delivery_info.get("routing_key") or None
-            time_limit = time_limit if time_limit is not None else req.timelimit[0]
-            soft_time_limit = soft_time_limit if soft_time_limit is not None else req.timelimit[1]
-        elif parent is not None and parent.id is not None:
+        if parent is not None and parent.id is not None:
             parent_id = parent_id or parent.id
             root_id = root_id or parent.root_id
         if task is not None:
@@ -329,6 +317,10 @@ class App:
                 priority = task.priority
             if ignore_result is None:
                 ignore_result = task.ignore_result
+            if time_limit is None:  # Celery's client sends the task's limits in the header
+                time_limit = task.time_limit
+            if soft_time_limit is None:
+                soft_time_limit = task.soft_time_limit
         if priority is None and self.conf.task_default_priority is not None:
             priority = self.conf.task_default_priority
         route = self.router.route(
@@ -406,7 +398,7 @@ class App:
                 headers=message.headers,
             )
         result = AsyncResult(task_id, app=self, task_name=name)
-        if parent is not None and add_to_parent and _retry_of is None:
+        if parent is not None and add_to_parent:
             parent.children.append(result)
         return result
 

@@ -1,9 +1,9 @@
-"""Signatures and workflows: `Signature`, `chain`, `group`, `chord`, `xmap`/`xstarmap`/`chunks`.
+"""Workflows: `chain`, `group`, `chord`, `xmap`/`xstarmap`/`chunks`, built of `Signature`s.
 
-Everything serializes in Celery's signature format (a dict with ``task, args, kwargs,
-options, subtask_type, immutable``) and travels the way Celery sends it: a chain's
-remaining steps ride in ``embed.chain`` (reversed), group members carry ``group`` and
-``group_index`` headers, chord header tasks carry the body in ``embed.chord``.
+Everything serializes in Celery's signature format and travels the way Celery 5.7 sends
+it: a chain's remaining steps ride in ``embed.chain`` (reversed), group members carry
+``group`` and ``group_index`` headers, chord header tasks carry the body in
+``embed.chord``, and frozen options are Celery's (see ``canvas_shapes.json``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
+from .context import current_request
 from .protocol import new_id
-from .result import AsyncResult, GroupResult, ResultBase
+from .result import GroupResult, ResultBase
+from .signatures import Signature, maybe_signature, signature
 
 __all__ = [
     "Signature",
@@ -31,181 +33,6 @@ __all__ = [
 _PER_TASK = ("task_id", "group_id", "group_index", "chord", "chain", "link", "link_error")
 
 
-class Signature(dict):
-    """A task call, frozen as data: name, arguments and options.
-
-    ``add.s(2, 3)`` makes one; ``sig.delay()`` / ``sig.apply_async()`` sends it; ``a | b``
-    chains two. A signature is a dict, so it serializes as-is.
-    """
-
-    def __init__(
-        self,
-        task: str | dict[str, Any] | None = None,
-        args: Any = None,
-        kwargs: dict[str, Any] | None = None,
-        options: dict[str, Any] | None = None,
-        subtask_type: str | None = None,
-        immutable: bool = False,
-        *,
-        app: Any = None,
-        **extra_options: Any,
-    ) -> None:
-        if isinstance(task, dict):  # from its serialized form
-            super().__init__(task)
-            self.setdefault("args", [])
-            self.setdefault("kwargs", {})
-            self.setdefault("options", {})
-            self.setdefault("subtask_type", None)
-            self.setdefault("immutable", False)
-        else:
-            opts = dict(options or {}, **extra_options)
-            immutable = bool(opts.pop("immutable", immutable))
-            super().__init__(
-                task=task,
-                args=list(args or ()),
-                kwargs=dict(kwargs or {}),
-                options=opts,
-                subtask_type=subtask_type,
-                immutable=immutable,
-            )
-        self.app = app
-
-    # fields ---------------------------------------------------------------------------
-    @property
-    def task(self) -> str:
-        return self["task"]
-
-    name = task
-
-    @property
-    def args(self) -> list[Any]:
-        return self["args"]
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return self["kwargs"]
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return self["options"]
-
-    @property
-    def immutable(self) -> bool:
-        return bool(self["immutable"])
-
-    @property
-    def subtask_type(self) -> str | None:
-        return self["subtask_type"]
-
-    @property
-    def id(self) -> str | None:
-        return self.options.get("task_id")
-
-    @property
-    def type(self) -> Any:
-        """The registered task this signature calls."""
-        return self._app().tasks[self.task]
-
-    def _app(self) -> Any:
-        if self.app is None:
-            raise RuntimeError(f"signature {self!r} is not bound to an app; use app.signature()")
-        return self.app
-
-    # building -------------------------------------------------------------------------
-    def clone(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any):
-        """A copy with `args` prepended (unless immutable) and `kwargs`/`options` merged."""
-        sig = signature(
-            dict(self, options=dict(self.options), kwargs=dict(self.kwargs)), app=self.app
-        )
-        if not self.immutable:
-            if args:
-                sig["args"] = [*args, *self.args]
-            if kwargs:
-                sig["kwargs"] = {**self.kwargs, **kwargs}
-        sig["options"].update(options)
-        return sig
-
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
-        """Set options in place (e.g. ``queue=``, ``countdown=``); returns self."""
-        if immutable is not None:
-            self["immutable"] = immutable
-        self.options.update(options)
-        return self
-
-    def set_immutable(self, immutable: bool) -> None:
-        self["immutable"] = immutable
-
-    def link(self, callback: Signature) -> Signature:
-        """Run `callback` with this task's result when it succeeds."""
-        self.options.setdefault("link", []).append(callback)
-        return callback
-
-    def link_error(self, errback: Signature) -> Signature:
-        """Run `errback` with this task's id when it fails."""
-        self.options.setdefault("link_error", []).append(errback)
-        return errback
-
-    on_error = link_error
-
-    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
-        """Fix the task id (and group/root options) now; return the result it will have."""
-        self.options.setdefault("task_id", _id or new_id())
-        for key, value in options.items():
-            if value is not None:
-                self.options[key] = value
-        return AsyncResult(self.id, app=self._app(), task_name=self.task)
-
-    # sending --------------------------------------------------------------------------
-    def apply_async(
-        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> ResultBase:
-        """Send the call; `args` are prepended unless the signature is immutable."""
-        app = self._app()
-        merged = {**self.options, **options}
-        call_args, call_kwargs = self._arguments(args, kwargs)
-        task = app.tasks.get(self.task)
-        if task is not None:
-            return task.apply_async(call_args, call_kwargs, **merged)
-        return app.send_task(self.task, call_args, call_kwargs, **merged)
-
-    def _arguments(self, args: Any, kwargs: dict[str, Any] | None) -> tuple[list[Any], dict]:
-        if self.immutable:
-            return list(self.args), dict(self.kwargs)
-        return [*(args or ()), *self.args], {**self.kwargs, **(kwargs or {})}
-
-    def delay(self, *args: Any, **kwargs: Any) -> ResultBase:
-        return self.apply_async(args, kwargs)
-
-    def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any):
-        """Run here and now, through the worker's execution path."""
-        call_args, call_kwargs = self._arguments(args, kwargs)
-        return self.type.apply(call_args, call_kwargs, **{**self.options, **options})
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the task's function directly in this thread."""
-        call_args, call_kwargs = self._arguments(args, kwargs)
-        return self.type(*call_args, **call_kwargs)
-
-    # composition ----------------------------------------------------------------------
-    def __or__(self, other: Any) -> Signature:
-        if isinstance(other, Signature):
-            return chain(self, other, app=self.app or other.app)
-        return NotImplemented
-
-    def __deepcopy__(self, memo: Any) -> Signature:
-        import copy
-
-        return signature(copy.deepcopy(dict(self), memo), app=self.app)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return signature, (dict(self),)
-
-    def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        prefix = "%" if self.immutable else ""
-        return f"{prefix}{self.task}({', '.join(parts)})"
-
-
 def _as_sig(task: Any, app: Any) -> Signature:
     sig = maybe_signature(task, app=app)
     if sig is None:
@@ -213,8 +40,22 @@ def _as_sig(task: Any, app: Any) -> Signature:
     return sig
 
 
-class chain(Signature):
-    """Tasks run one after another, each receiving the previous result."""
+def _attach_parent(result: ResultBase | None, parent: ResultBase | None) -> None:
+    """Make `parent` the parent of the first result without one up `result`'s chain."""
+    node = result
+    while node is not None and parent is not None:
+        if node.parent is None:
+            node.parent = parent
+            return
+        node = node.parent
+
+
+class chain(Signature, kind="chain"):
+    """Tasks run one after another, each receiving the previous result.
+
+    Sent as its first task, with the rest in ``embed.chain`` (reversed, Celery's way);
+    a group followed by another step becomes a chord, as in Celery.
+    """
 
     def __init__(self, *tasks: Any, app: Any = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], dict) and isinstance(tasks[0], Iterable):
@@ -232,19 +73,25 @@ class chain(Signature):
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        return cls(*kwargs.get("tasks", ()), app=app, **dict(data.get("options") or {}))
+
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature):
             return chain(*self.tasks, other, app=self.app or other.app)
         return NotImplemented
 
     def _steps(self, args: Any, kwargs: Any) -> list[Signature]:
+        """Clones of the steps: partial arguments on the first, group + step -> chord."""
         steps = [t.clone() for t in self.tasks]
         if not steps:
             raise ValueError("cannot send an empty chain")
         steps[0] = steps[0].clone(args, kwargs)
         merged: list[Signature] = []
-        for step in steps:  # a group followed by anything becomes a chord
-            if merged and isinstance(merged[-1], group) and not isinstance(step, group):
+        for step in steps:
+            if merged and isinstance(merged[-1], group):
                 merged[-1] = chord(merged[-1], step, app=self.app)
             else:
                 merged.append(step)
@@ -254,38 +101,37 @@ class chain(Signature):
         steps = self.kwargs["tasks"] = self._steps((), None)
         return self._freeze_steps(steps, _id, **options)
 
-    def _freeze_steps(self, steps: list[Signature], _id: str | None, **options: Any):
-        root_id = options.pop("root_id", None)
-        parent_id = options.pop("parent_id", None)
-        last_opts = {
-            k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options
-        }
-        result: ResultBase | None = None
+    @staticmethod
+    def _freeze_steps(
+        steps: list[Signature],
+        _id: str | None,
+        *,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        **last: Any,
+    ) -> ResultBase:
+        """Freeze every step (the last one with `_id` and the group/chord options)."""
+        previous: ResultBase | None = None
         for i, step in enumerate(steps):
-            is_last = i == len(steps) - 1
-            extra = last_opts if is_last else {}
-            step_id = _id if is_last and _id else None
-            frozen = step.freeze(step_id, root_id=root_id, parent_id=parent_id, **extra)
-            if root_id is None:
-                root_id = getattr(frozen, "id", None)
-            frozen.parent = result
-            result = frozen
-        assert result is not None
-        return result
+            if i == len(steps) - 1:
+                frozen = step.freeze(_id, root_id=root_id, **last)
+            else:
+                frozen = step.freeze(root_id=root_id)
+            _attach_parent(frozen, previous)
+            previous = frozen
+        assert previous is not None
+        return previous
 
     def apply_async(
         self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> ResultBase:
         app = self._app()
+        options = {**self.options, **options}
         steps = self._steps(args, kwargs)
         task_id = options.pop("task_id", None)
         chain_rest = options.pop("chain", None) or []
-        freeze_opts = {
-            k: options.pop(k)
-            for k in ("group_id", "group_index", "chord", "root_id", "parent_id")
-            if k in options
-        }
-        result = self._freeze_steps(steps, task_id, **freeze_opts)
+        last = {k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options}
+        result = self._freeze_steps(steps, task_id, root_id=options.get("root_id"), **last)
         first, rest = steps[0], steps[1:]
         remaining = [dict(s) for s in reversed(rest)] + list(chain_rest)
         first.app = first.app or app
@@ -296,8 +142,12 @@ class chain(Signature):
         return " | ".join(repr(t) for t in self.tasks) if self.tasks else "<empty chain>"
 
 
-class group(Signature):
-    """Tasks run in parallel; the result is a `GroupResult` in the same order."""
+class group(Signature, kind="group"):
+    """Tasks run in parallel; the result is a `GroupResult` in the same order.
+
+    Each member is sent with the ``group`` and ``group_index`` headers; nested groups are
+    flattened into this one, as Celery does.
+    """
 
     def __init__(self, *tasks: Any, app: Any = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], dict) and isinstance(tasks[0], Iterable):
@@ -312,24 +162,63 @@ class group(Signature):
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]
 
-    def freeze(self, _id: str | None = None, **options: Any) -> GroupResult:
-        group_id = options.get("group_id") or self.options.get("task_id") or _id or new_id()
-        self.options["task_id"] = group_id
-        results = []
-        for index, task in enumerate(self.tasks):
-            member_opts = {k: v for k, v in options.items() if k not in ("group_id", "group_index")}
-            results.append(task.freeze(group_id=group_id, group_index=index, **member_opts))
-        return GroupResult(group_id, results, app=self._app())
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        return cls(*kwargs.get("tasks", ()), app=app, **dict(data.get("options") or {}))
+
+    def _flat(self) -> list[Signature]:
+        """The members, nested groups flattened into their place."""
+        out: list[Signature] = []
+        for task in self.tasks:
+            out.extend(task._flat() if isinstance(task, group) else [task])
+        return out
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> GroupResult:
+        opts = self.options
+        gid = opts.setdefault("task_id", _id or new_id())
+        if group_id:
+            opts["group_id"] = group_id
+        if chord:
+            opts["chord"] = chord
+        if group_index is not None:
+            opts["group_index"] = group_index
+        root_id = opts.setdefault("root_id", root_id)
+        parent_id = opts.setdefault("parent_id", parent_id)
+        members = self.kwargs["tasks"] = self._flat()
+        results = [
+            task.freeze(
+                group_id=group_id,
+                chord=chord,
+                root_id=root_id,
+                parent_id=parent_id,
+                group_index=index,
+            )
+            for index, task in enumerate(members)
+        ]
+        return GroupResult(gid, results, app=self._app())
 
     def apply_async(
         self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> GroupResult:
         app = self._app()
         options.pop("chain", None)  # a trailing group in a chain has nothing after it
-        group_id = options.pop("group_id", None) or options.pop("task_id", None)
+        options.pop("group_index", None)
+        gid = options.pop("task_id", None) or self.options.get("task_id") or new_id()
+        options.pop("group_id", None)
         chord_body = options.pop("chord", None)
         shared = {k: v for k, v in {**self.options, **options}.items() if k not in _PER_TASK}
-        result = self.freeze(group_id, root_id=options.get("root_id"))
+        shared.pop("task_id", None)
+        add_to_parent = shared.pop("add_to_parent", True)
+        result = self.freeze(gid, root_id=options.get("root_id"))
         with app.producer_batch():
             for index, task in enumerate(self.tasks):
                 task.app = task.app or app
@@ -339,26 +228,40 @@ class group(Signature):
                     group_id=result.id,
                     group_index=index,
                     chord=chord_body,
+                    add_to_parent=False,
                     **{k: v for k, v in shared.items() if k not in task.options},
                 )
+        parent = current_request()
+        if add_to_parent and parent is not None and parent.id is not None:
+            parent.children.append(result)  # the group, not each member (Celery's trail)
         return result
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
 
 
-class chord(Signature):
-    """A header group whose results, in order, are passed to a body task."""
+class chord(Signature, kind="chord"):
+    """A header group whose results, in order, are passed to a body task.
+
+    Each header task carries the body in ``embed.chord``; the backend counts the results
+    (``set_chord_size``/``add_chord_part``) and the last one in sends the body.
+    """
 
     def __init__(self, header: Any, body: Any = None, app: Any = None, **options: Any) -> None:
-        header_sig = header if isinstance(header, group) else group(*header, app=app)
-        app = app or header_sig.app or getattr(body, "app", None)
-        header_sig.app = header_sig.app or app
+        if isinstance(header, dict) and not isinstance(header, group):
+            header = [header]  # one signature: a header of one
+        if isinstance(header, group):
+            app = app or header.app
+            header_form: Any = header
+        else:
+            header_form = [_as_sig(t, app) for t in header]
+            app = app or next((t.app for t in header_form if t.app), None)
+        app = app or getattr(body, "app", None)
         body_sig = _as_sig(body, app) if body is not None else None
         super().__init__(
             "celery.chord",
             (),
-            {"kwargs": {}, "header": header_sig, "body": body_sig},
+            {"kwargs": {}, "header": header_form, "body": body_sig},
             options=options,
             subtask_type="chord",
             app=app,
@@ -366,22 +269,42 @@ class chord(Signature):
 
     @property
     def header(self) -> group:
-        return self.kwargs["header"]
+        """The header as a group (it is kept as given: a list or a group)."""
+        header = self.kwargs["header"]
+        return header if isinstance(header, group) else group(*header, app=self.app)
 
     @property
     def body(self) -> Signature:
         return self.kwargs["body"]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        header = kwargs.get("header")
+        header_sig = signature(header, app=app) if isinstance(header, dict) else header or []
+        return cls(header_sig, kwargs.get("body"), app=app, **dict(data.get("options") or {}))
 
     def __call__(self, body: Any = None, **options: Any) -> ResultBase:  # chord(header)(body)
         if body is not None:
             self.kwargs["body"] = _as_sig(body, self.app)
         return self.apply_async(**options)
 
-    def freeze(self, _id: str | None = None, **options: Any) -> ResultBase:
-        group_id = options.pop("group_id", None)
-        header_result = self.header.freeze(group_id)
-        body_result = self.body.freeze(_id, group_id=header_result.id, **options)
-        body_result.parent = header_result
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> ResultBase:
+        header = self.kwargs["header"] = self.header
+        header_result = header.freeze(parent_id=parent_id, root_id=root_id)
+        self.options["task_id"] = header_result.id
+        body_result = self.body.freeze(
+            _id, root_id=root_id, chord=chord, group_id=group_id, group_index=group_index
+        )
+        _attach_parent(body_result, header_result)
         return body_result
 
     def apply_async(
@@ -390,24 +313,57 @@ class chord(Signature):
         app = self._app()
         if self.body is None:
             raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
+        body_id = options.pop("task_id", None)  # chord(...).apply_async(task_id=): the body's
+        options = {**self.options, **options}
+        own_id = options.pop("task_id", None)  # set by freeze: the header group's id
         body = self.body.clone()
-        chain_rest = options.pop("chain", None)
-        if chain_rest:
-            body.options["chain"] = chain_rest
-        body_id = options.pop("task_id", None) or body.options.get("task_id") or new_id()
-        header = group(*[t.clone() for t in self.header.tasks], app=app)
-        header_result = header.freeze(None, root_id=options.get("root_id"))
-        body.freeze(body_id, group_id=header_result.id, root_id=options.get("root_id"))
-        body_result = AsyncResult(body_id, app=app, task_name=body.task, parent=header_result)
-        if not header.tasks:  # nothing to wait for: the body runs with an empty list
+        if options.get("chain"):  # the rest of an outer chain runs after the body
+            body.options["chain"] = options.pop("chain")
+        for key in ("link", "link_error"):  # the chord's callbacks are the body's
+            callbacks = options.pop(key, None)
+            if callbacks:
+                body.options[key] = [*_as_list(body.options.get(key)), *_as_list(callbacks)]
+        header = self.header.clone()
+        gid = header.options.get("task_id") or own_id or new_id()
+        body_id = body.options["task_id"] = body_id or body.options.get("task_id") or new_id()
+        # a chord inside a group or chord header: its body is what the outer one waits for
+        outer = {k: options.pop(k, None) for k in ("group_id", "group_index", "chord")}
+        body_result = body.freeze(
+            body_id,
+            group_id=outer["group_id"] or gid,
+            chord=outer["chord"],
+            group_index=outer["group_index"],
+            root_id=options.get("root_id"),
+        )
+        header.options["task_id"] = gid
+        members = header._flat()
+        if not members:  # nothing to wait for: the body runs with an empty list
             body.apply_async(([],))
+            body_result.parent = GroupResult(gid, [], app=app)
             return body_result
-        app.backend.set_chord_size(header_result.id, len(header.tasks))
-        header.apply_async(args, kwargs, group_id=header_result.id, chord=dict(body), **options)
+        app.backend.set_chord_size(gid, len(members))
+        body_result.parent = header.apply_async(
+            args, kwargs, task_id=gid, chord=dict(body), **_header_options(options)
+        )
         return body_result
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _header_options(options: dict[str, Any]) -> dict[str, Any]:
+    """What a chord passes on to its header tasks (not the body's own options)."""
+    return {
+        k: v
+        for k, v in options.items()
+        if k not in ("task_id", "group_id", "group_index", "chord", "chain", "link", "link_error")
+    }
 
 
 class _mapper(Signature):
@@ -426,22 +382,28 @@ class _mapper(Signature):
             app=app or sig.app,
         )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        options = dict(data.get("options") or {})
+        return cls(kwargs["task"], kwargs.get("it", ()), app=app, **options)
 
-class xmap(_mapper):
+
+class xmap(_mapper, kind="xmap"):
     """One message that calls `task` on every item of `it` (``task.map(it)``)."""
 
     _task_name = "celery.map"
     _kind = "xmap"
 
 
-class xstarmap(_mapper):
+class xstarmap(_mapper, kind="xstarmap"):
     """One message that calls ``task(*args)`` for every tuple in `it`."""
 
     _task_name = "celery.starmap"
     _kind = "xstarmap"
 
 
-class chunks(Signature):
+class chunks(Signature, kind="chunks"):
     """`it` split into chunks of `n`, each chunk one ``starmap`` message."""
 
     def __init__(self, task: Any, it: Iterable[Any], n: int, app: Any = None, **options: Any):
@@ -456,6 +418,12 @@ class chunks(Signature):
             app=app or sig.app,
         )
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Any = None) -> Signature:
+        kwargs = data.get("kwargs") or {}
+        options = dict(data.get("options") or {})
+        return cls(kwargs["task"], kwargs.get("it", ()), kwargs.get("n", 1), app=app, **options)
+
     def group(self) -> group:
         task, items, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]
         it = iter(items)
@@ -464,60 +432,3 @@ class chunks(Signature):
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options):
         return self.group().apply_async(**options)
-
-
-_TYPES: dict[str | None, type[Signature]] = {
-    "chain": chain,
-    "group": group,
-    "chord": chord,
-}
-
-
-def signature(value: Any, *args: Any, app: Any = None, **kwargs: Any) -> Signature:
-    """A `Signature` from a task name or from its dict form (any subtask type)."""
-    if isinstance(value, dict) and not isinstance(value, Signature):
-        return _from_dict(value, app)
-    if isinstance(value, Signature):
-        return value
-    return Signature(value, *args, app=app, **kwargs)
-
-
-def _from_dict(data: dict[str, Any], app: Any) -> Signature:
-    kind = data.get("subtask_type")
-    kwargs = data.get("kwargs") or {}
-    options = dict(data.get("options") or {})
-    if kind == "chain":
-        sig: Signature = chain(*kwargs.get("tasks", ()), app=app, **options)
-    elif kind == "group":
-        sig = group(*kwargs.get("tasks", ()), app=app, **options)
-    elif kind == "chord":
-        header = kwargs.get("header")
-        header_sig = (
-            signature(header, app=app)
-            if isinstance(header, dict)
-            else group(*(header or ()), app=app)
-        )
-        sig = chord(header_sig, kwargs.get("body"), app=app, **options)
-    elif kind in ("xmap", "xstarmap"):
-        cls = xmap if kind == "xmap" else xstarmap
-        sig = cls(kwargs["task"], kwargs.get("it", ()), app=app, **options)
-    elif kind == "chunks":
-        sig = chunks(kwargs["task"], kwargs.get("it", ()), kwargs.get("n", 1), app=app, **options)
-    else:
-        sig = Signature(dict(data), app=app)
-        sig["options"] = options
-    sig["immutable"] = bool(data.get("immutable", sig.immutable))
-    return sig
-
-
-def maybe_signature(value: Any, app: Any = None) -> Signature | None:
-    """`value` as a Signature bound to `app` (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    if isinstance(value, Signature):
-        if app is not None and value.app is None:
-            value.app = app
-        return value
-    if isinstance(value, dict):
-        return _from_dict(value, app)
-    raise TypeError(f"{value!r} is not a signature")

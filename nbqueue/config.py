@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     # task execution
     "task_acks_late": False,
     "task_acks_on_failure_or_timeout": True,
+    "task_acks_on_failure": None,  # Celery 5.7: falls back to task_acks_on_failure_or_timeout
+    "task_acks_on_timeout": None,  # Celery 5.7: falls back to task_acks_on_failure_or_timeout
     "task_reject_on_worker_lost": None,
     "task_track_started": False,
     "task_ignore_result": False,

@@ -3,7 +3,12 @@
 A worker's pool thread and ``Task.apply`` both call `run_task`, so an eager call behaves
 like a worker run: the same request context, hooks, signals, state storage, callbacks,
 chain steps and chord joins, in Celery's order (callbacks, then the next chain step,
-then the stored result).
+then the stored result, then ``on_success`` and ``task_success``).
+
+A worker passes a *guard* (see `RunGuard`): the window in which the task's own code runs
+and may be interrupted by an exception raised from another thread (a time limit, a
+``revoke(terminate=True)``). Injected exceptions derive from `Interrupt`, a
+BaseException, so ``except Exception`` in task code cannot swallow them.
 """
 
 from __future__ import annotations
@@ -21,18 +26,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import states
-from .canvas import signature
 from .context import pop_request, push_request
-from .exceptions import ChordError, Ignore, Reject, Retry
+from .exceptions import Ignore, Reject, Retry
+from .followups import apply_errbacks, dispatch_callbacks_and_chain, on_chord_part_return
 from .protocol import TaskMessage, build_task_message, new_id
-from .result import EagerResult
+from .result import EagerResult, ResultBase
 from .task import Context, Task, backoff_countdown
 
-__all__ = ["Interrupt", "Outcome", "apply_eagerly", "build_context", "run_task"]
+__all__ = [
+    "HardTimeLimit",
+    "Interrupt",
+    "Outcome",
+    "RunGuard",
+    "Terminate",
+    "apply_eagerly",
+    "build_context",
+    "finish_run",
+    "format_traceback",
+    "record_revoked",
+    "run_task",
+]
 
 logger = logging.getLogger(__name__)
 
 CoroutineRunner = Callable[[Any], Any]
+
+#: states after which ``after_return`` is not called (Celery's IGNORE_STATES)
+_NO_AFTER_RETURN = frozenset({states.IGNORED, states.RETRY, states.REJECTED})
 
 
 class Interrupt(BaseException):
@@ -40,6 +60,42 @@ class Interrupt(BaseException):
 
     Derives from BaseException so that ``except Exception`` in task code cannot swallow it.
     """
+
+
+class HardTimeLimit(Interrupt):
+    """Injected when the hard time limit passes; the run fails with `TimeLimitExceeded`."""
+
+
+class Terminate(Interrupt):
+    """Injected by ``revoke(terminate=True)``; the run ends REVOKED."""
+
+
+class RunGuard:
+    """The window in which a task's own code runs and may be interrupted from another thread.
+
+    `run_task` arms it just before ``before_start`` and the task function, and disarms it
+    when they return or raise. Another thread may inject an exception only while it is
+    armed, holding `lock` (see `nbqueue.worker.Request.interrupt`). Disarming happens
+    under the same lock *before* any point where CPython delivers a pending exception,
+    and drops an exception injected but not yet raised, so none ever escapes the window.
+    """
+
+    __slots__ = ("abandoned", "armed", "injected", "lock", "thread_id")
+
+    #: ``clear_pending(thread_id, None)``: a C function (no Python frame to interrupt)
+    clear_pending: Any = None
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.armed = False
+        self.injected = False
+        #: set when the worker gave up on the run; its outcome was settled elsewhere
+        self.abandoned = False
+        self.thread_id = 0
+
+    def interruption(self, exc: Interrupt) -> Outcome:
+        """What an injected `exc` means for this run."""
+        return Outcome(states.FAILURE, exception=exc, traceback=format_traceback(exc))
 
 
 @dataclass
@@ -93,6 +149,7 @@ def build_context(
         ignore_result=headers.get("ignore_result"),
         shadow=headers.get("shadow"),
         stamps=headers.get("stamps"),
+        replaced_task_nesting=headers.get("replaced_task_nesting") or 0,
     )
 
 
@@ -114,7 +171,8 @@ def _run_coroutine_in_thread(coro: Any) -> Any:
     return box.get("value")
 
 
-def _format_tb(exc: BaseException) -> str:
+def format_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` as Celery stores it (a formatted string)."""
     return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
 
 
@@ -125,62 +183,122 @@ def run_task(
     *,
     store: bool = True,
     run_coroutine: CoroutineRunner | None = None,
+    guard: RunGuard | None = None,
 ) -> Outcome:
-    """Run `task` for `message` and record the outcome. Never raises for task errors."""
-    app = task.app
-    ignore_result = context.ignore_result
-    if ignore_result is None:
-        ignore_result = task.setting("ignore_result", "task_ignore_result")
+    """Run `task` for `message` and record the outcome. Never raises for task errors.
+
+    When the worker abandons the run (`guard.abandoned`), nothing is recorded here: the
+    worker settled the outcome when it gave up (see `finish_run`).
+    """
     task.push_request(context)
     push_request(context)
-    started = time.perf_counter()
-    app.signals.task_prerun.send(
-        sender=task, task_id=context.id, task=task, args=context.args, kwargs=context.kwargs
-    )
-    outcome = Outcome(states.FAILURE)
     try:
-        outcome = _call(task, context, store, run_coroutine)
+        task.app.signals.task_prerun.send(
+            sender=task, task_id=context.id, task=task, args=context.args, kwargs=context.kwargs
+        )
+        started = time.perf_counter()
+        outcome = _call(task, context, store, run_coroutine, guard)
         outcome.runtime = time.perf_counter() - started
-        if outcome.state == states.SUCCESS:
-            _on_success(task, context, outcome, store and not ignore_result)
-        elif outcome.state == states.RETRY:
-            _on_retry(task, context, outcome, store)
-        elif outcome.state == states.FAILURE:
-            keep = store and (
-                not ignore_result
-                or task.setting("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
-            )
-            _on_failure(task, context, outcome, keep)
+        if guard is not None and guard.abandoned:
+            return outcome
+        _finish(task, context, outcome, store)
+        return outcome
     finally:
-        _after_return(task, context, outcome)
         pop_request()
         task.pop_request()
-    return outcome
 
 
-def _call(task: Task, ctx: Context, store: bool, run_coroutine: CoroutineRunner | None) -> Outcome:
-    app = task.app
+def finish_run(task: Task, context: Context, outcome: Outcome, *, store: bool = True) -> None:
+    """Record `outcome` for a run whose thread was abandoned (from another thread)."""
+    task.push_request(context)
+    push_request(context)
+    try:
+        _finish(task, context, outcome, store)
+    finally:
+        pop_request()
+        task.pop_request()
+
+
+def _finish(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None:
+    """Store the state, send what follows, call the hooks, in Celery's order."""
+    state = outcome.state
+    try:
+        if state == states.SUCCESS:
+            _on_success(task, ctx, outcome, store and not _ignore_result(task, ctx))
+        elif state == states.RETRY:
+            _on_retry(task, ctx, outcome, store)
+        elif state == states.FAILURE:
+            _on_failure(task, ctx, outcome, store and _store_errors(task, ctx))
+        elif state == states.REJECTED and not outcome.requeue:
+            _on_failure(task, ctx, outcome, store and _store_errors(task, ctx), hook=False)
+        elif state == states.REVOKED:
+            _on_revoked(task, ctx, outcome, store)
+    finally:
+        _after_return(task, ctx, outcome)
+
+
+def _ignore_result(task: Task, ctx: Context) -> bool:
+    if ctx.ignore_result is None:
+        return bool(task.setting("ignore_result", "task_ignore_result"))
+    return bool(ctx.ignore_result)
+
+
+def _store_errors(task: Task, ctx: Context) -> bool:
+    return not _ignore_result(task, ctx) or bool(
+        task.setting("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
+    )
+
+
+def _call(
+    task: Task,
+    ctx: Context,
+    store: bool,
+    run_coroutine: CoroutineRunner | None,
+    guard: RunGuard | None,
+) -> Outcome:
     try:
         if store and task.setting("track_started", "task_track_started"):
-            app.backend.store_result(
+            task.app.backend.store_result(
                 ctx.id, {"pid": os.getpid(), "hostname": ctx.hostname}, states.STARTED, request=ctx
             )
-        task.before_start(ctx.id, ctx.args, ctx.kwargs)
-        retval = task(*ctx.args, **ctx.kwargs)
-        if inspect.isawaitable(retval):
-            retval = (run_coroutine or _run_coroutine_in_thread)(retval)
+        retval = _run_guarded(task, ctx, run_coroutine, guard)
     except Retry as exc:
-        return Outcome(states.RETRY, exception=exc, traceback=_format_tb(exc))
+        return Outcome(states.RETRY, exception=exc, traceback=format_traceback(exc))
     except Ignore:
         return Outcome(states.IGNORED)
     except Reject as exc:
         return Outcome(states.REJECTED, exception=exc, requeue=bool(exc.requeue))
-    except (Exception, Interrupt) as exc:
+    except Interrupt as exc:
+        if guard is None:  # an eager call nested in a worker's run: the run handles it
+            raise
+        return guard.interruption(exc)
+    except Exception as exc:
         retried = _maybe_autoretry(task, exc)
         if retried is not None:
-            return Outcome(states.RETRY, exception=retried, traceback=_format_tb(exc))
-        return Outcome(states.FAILURE, exception=exc, traceback=_format_tb(exc))
+            return Outcome(states.RETRY, exception=retried, traceback=format_traceback(exc))
+        return Outcome(states.FAILURE, exception=exc, traceback=format_traceback(exc))
     return Outcome(states.SUCCESS, retval=retval)
+
+
+def _run_guarded(
+    task: Task, ctx: Context, run_coroutine: CoroutineRunner | None, guard: RunGuard | None
+) -> Any:
+    """``before_start`` and the task itself, inside the guard's window."""
+    try:
+        if guard is not None:
+            guard.thread_id = threading.get_ident()
+            guard.armed = True
+        task.before_start(ctx.id, ctx.args, ctx.kwargs)
+        retval = task(*ctx.args, **ctx.kwargs)
+        if inspect.isawaitable(retval):
+            retval = (run_coroutine or _run_coroutine_in_thread)(retval)
+        return retval
+    finally:
+        if guard is not None:  # disarm before any point that could raise (see RunGuard)
+            with guard.lock:
+                guard.armed = False
+                if guard.injected:
+                    guard.clear_pending(guard.thread_id, None)
 
 
 def _maybe_autoretry(task: Task, exc: BaseException) -> Retry | None:
@@ -191,59 +309,67 @@ def _maybe_autoretry(task: Task, exc: BaseException) -> Retry | None:
         return None
     options = dict(task.retry_kwargs)
     if task.retry_backoff:
-        options["countdown"] = backoff_countdown(
-            task.request.retries, task.retry_backoff, task.retry_backoff_max, task.retry_jitter
+        options["countdown"] = backoff_countdown(  # Celery's factor: a whole number >= 1
+            task.request.retries,
+            int(max(1.0, float(task.retry_backoff))),
+            int(task.retry_backoff_max),
+            task.retry_jitter,
         )
     try:
         task.retry(exc=exc, **options)
     except Retry as retry:
         return retry
-    except Exception:  # retries exhausted: retry() re-raised `exc`
+    except Exception:  # retries exhausted (retry() re-raised `exc`), or the send failed
         return None
     return None
+
+
+def _hook(task: Task, ctx: Context, name: str, *args: Any) -> None:
+    """Call a task hook; an error in it is logged (the outcome is already recorded)."""
+    try:
+        getattr(task, name)(*args)
+    except Exception:
+        logger.exception("%s of %s[%s] raised", name, task.name, ctx.id)
 
 
 def _on_success(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None:
     app = task.app
     retval = outcome.retval
-    for callback in ctx.callbacks or ():
-        _apply_safely(app, callback, (retval,), ctx)
-    if ctx.chain:
-        rest = list(ctx.chain)
-        step = rest.pop()
-        _apply_safely(app, step, (retval,), ctx, chain=rest or None)
-    task.on_success(retval, ctx.id, ctx.args, ctx.kwargs)
-    if store:
-        app.backend.store_result(ctx.id, retval, states.SUCCESS, request=ctx)
+    dispatch_callbacks_and_chain(app, ctx, retval)
+    if store:  # a returned result handle is stored as its tuple form, as Celery does
+        value = retval.as_tuple() if isinstance(retval, ResultBase) else retval
+        app.backend.store_result(ctx.id, value, states.SUCCESS, request=ctx)
     if ctx.chord and ctx.group:
         on_chord_part_return(app, ctx, states.SUCCESS, retval)
-    app.signals.task_success.send(sender=task, result=retval)
+    _hook(task, ctx, "on_success", retval, ctx.id, ctx.args, ctx.kwargs)
+    app.signals.task_success.send(sender=task, result=retval, runtime=outcome.runtime)
 
 
 def _on_retry(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None:
-    exc = outcome.exception
-    reason = getattr(exc, "exc", None) or exc
+    signal = outcome.exception
+    reason = getattr(signal, "exc", None)
     if store:
         task.app.backend.store_result(
             ctx.id, reason, states.RETRY, traceback=outcome.traceback, request=ctx
         )
-    task.on_retry(reason, ctx.id, ctx.args, ctx.kwargs, outcome.traceback)
+    _hook(task, ctx, "on_retry", reason, ctx.id, ctx.args, ctx.kwargs, outcome.traceback)
     task.app.signals.task_retry.send(
-        sender=task, request=ctx, reason=reason, einfo=outcome.traceback
+        sender=task, request=ctx, reason=signal, einfo=outcome.traceback
     )
 
 
-def _on_failure(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None:
+def _on_failure(task: Task, ctx: Context, outcome: Outcome, store: bool, hook: bool = True):
     app = task.app
     exc = outcome.exception
     if store:
         app.backend.store_result(
             ctx.id, exc, states.FAILURE, traceback=outcome.traceback, request=ctx
         )
-    _apply_errbacks(app, ctx, exc, outcome.traceback)
     if ctx.chord and ctx.group:
         on_chord_part_return(app, ctx, states.FAILURE, exc)
-    task.on_failure(exc, ctx.id, ctx.args, ctx.kwargs, outcome.traceback)
+    apply_errbacks(app, ctx, exc, outcome.traceback)
+    if hook:
+        _hook(task, ctx, "on_failure", exc, ctx.id, ctx.args, ctx.kwargs, outcome.traceback)
     app.signals.task_failure.send(
         sender=task,
         task_id=ctx.id,
@@ -255,83 +381,45 @@ def _on_failure(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None
     )
 
 
+def _on_revoked(task: Task, ctx: Context, outcome: Outcome, store: bool) -> None:
+    """Terminated while running: REVOKED, and a chord it belongs to learns of it."""
+    app = task.app
+    if store:
+        app.backend.store_result(ctx.id, outcome.exception, states.REVOKED, request=ctx)
+    if ctx.chord and ctx.group:
+        on_chord_part_return(app, ctx, states.REVOKED, outcome.exception)
+
+
+def record_revoked(task: Task, ctx: Context, reason: BaseException) -> None:
+    """A run that never started was revoked (or expired): store it, tell its chord."""
+    _on_revoked(
+        task, ctx, Outcome(states.REVOKED, exception=reason), store=_store_errors(task, ctx)
+    )
+
+
 def _after_return(task: Task, ctx: Context, outcome: Outcome) -> None:
-    try:
-        task.after_return(
+    value = outcome.retval if outcome.exception is None else outcome.exception
+    if outcome.state not in _NO_AFTER_RETURN:
+        _hook(
+            task,
+            ctx,
+            "after_return",
             outcome.state,
-            outcome.retval if outcome.exception is None else outcome.exception,
+            value,
             ctx.id,
             ctx.args,
             ctx.kwargs,
             outcome.traceback,
         )
-    except Exception:
-        logger.exception("after_return of %s[%s] raised", task.name, ctx.id)
     task.app.signals.task_postrun.send(
         sender=task,
         task_id=ctx.id,
         task=task,
         args=ctx.args,
         kwargs=ctx.kwargs,
-        retval=outcome.retval if outcome.exception is None else outcome.exception,
+        retval=value,
         state=outcome.state,
     )
-
-
-def _apply_safely(app: Any, sig_data: Any, args: tuple[Any, ...], ctx: Context, **opts: Any):
-    """Send a follow-up (callback, chain step); a failure to send is logged, not raised."""
-    try:
-        sig = signature(sig_data, app=app)
-        return sig.apply_async(args, parent_id=ctx.id, root_id=ctx.root_id, **opts)
-    except Exception:
-        logger.exception("%s[%s]: could not send follow-up %r", ctx.task, ctx.id, sig_data)
-        return None
-
-
-def _apply_errbacks(app: Any, ctx: Context, exc: BaseException | None, traceback: str | None):
-    """Errbacks: called inline as ``(request, exc, traceback)`` when registered here and
-    taking more than one argument (Celery's rule); otherwise sent with the failed task id."""
-    for errback in ctx.errbacks or ():
-        sig = signature(errback, app=app)
-        task = app.tasks.get(sig.task)
-        if task is not None and _positional_count(task) > 1:
-            try:
-                sig(ctx, exc, traceback)
-            except Exception:
-                logger.exception("errback %r for %s[%s] raised", sig, ctx.task, ctx.id)
-        else:
-            _apply_safely(app, sig, (ctx.id,), ctx)
-
-
-def _positional_count(task: Task) -> int:
-    try:
-        params = inspect.signature(task.run).parameters.values()
-    except (TypeError, ValueError):
-        return 1
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return 3
-    return sum(1 for p in params if p.kind in kinds)
-
-
-def on_chord_part_return(app: Any, ctx: Context, state: str, value: Any) -> None:
-    """Record one header result; the last one in runs the body (or fails it)."""
-    parts = app.backend.add_chord_part(ctx.group, ctx.id, ctx.group_index, state, value)
-    if parts is None:
-        return
-    body = signature(ctx.chord, app=app)
-    failed = next(((tid, val) for tid, st, val in parts if st != states.SUCCESS), None)
-    if failed is None:
-        body.apply_async(([val for _, _, val in parts],), parent_id=ctx.id, root_id=ctx.root_id)
-        return
-    task_id, reason = failed
-    error = ChordError(f"Dependency {task_id} raised {reason!r}")
-    body_id = body.id or new_id()
-    app.backend.store_result(body_id, error, states.FAILURE, traceback=None)
-    failed_ctx = Context(
-        id=body_id, task=body.task, root_id=ctx.root_id, errbacks=body.options.get("link_error")
-    )
-    _apply_errbacks(app, failed_ctx, error, None)
 
 
 def apply_eagerly(
@@ -349,21 +437,7 @@ def apply_eagerly(
     retries = int(options.pop("retries", 0) or 0)
     store = app.conf.task_store_eager_result
     while True:
-        message = build_task_message(
-            task.name,
-            task_id,
-            list(args),
-            dict(kwargs),
-            retries=retries,
-            callbacks=_sig_list(options.get("link")),
-            errbacks=_sig_list(options.get("link_error")),
-            chain=options.get("chain"),
-            group_id=options.get("group_id"),
-            group_index=options.get("group_index"),
-            chord=options.get("chord"),
-            root_id=options.get("root_id"),
-            parent_id=options.get("parent_id"),
-        )
+        message = _eager_message(task, task_id, args, kwargs, retries, options)
         ctx = build_context(
             task,
             message,
@@ -387,6 +461,26 @@ def apply_eagerly(
     value = outcome.retval if outcome.exception is None else outcome.exception
     return EagerResult(
         task_id, value, outcome.state, app=app, traceback=outcome.traceback, task_name=task.name
+    )
+
+
+def _eager_message(
+    task: Task, task_id: str, args: Any, kwargs: Any, retries: int, options: dict[str, Any]
+) -> TaskMessage:
+    return build_task_message(
+        task.name,
+        task_id,
+        list(args),
+        dict(kwargs),
+        retries=retries,
+        callbacks=_sig_list(options.get("link")),
+        errbacks=_sig_list(options.get("link_error")),
+        chain=options.get("chain"),
+        group_id=options.get("group_id"),
+        group_index=options.get("group_index"),
+        chord=options.get("chord"),
+        root_id=options.get("root_id"),
+        parent_id=options.get("parent_id"),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BUILTIN_STATES",
     "EXCEPTION_STATES",
     "FAILURE",
     "IGNORED",
@@ -32,6 +33,10 @@ IGNORED = "IGNORED"
 #: not a Celery built-in, but the custom state everybody uses for ``update_state``
 PROGRESS = "PROGRESS"
 
+#: the states a worker records itself; anything else is a custom state (``update_state``)
+BUILTIN_STATES = frozenset(
+    {PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, REVOKED, REJECTED, RETRY, IGNORED}
+)
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, REJECTED, RETRY})
 EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})

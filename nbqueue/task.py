@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
+import logging
 import random
 import sys
 import threading
@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import MaxRetriesExceededError, Reject, Retry
+from .protocol import TaskHeaders
 
 if TYPE_CHECKING:
     from .canvas import Signature
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["Context", "Task", "backoff_countdown", "is_importable"]
 
 _MISSING = object()
+
+logger = logging.getLogger(__name__)
 
 
 class Context:
@@ -54,6 +57,9 @@ class Context:
     ignore_result: bool = False
     shadow: str | None = None
     stamps: dict[str, Any] | None = None
+    replaced_task_nesting: int = 0
+    #: ``emit(type, task_id, **fields)`` of the worker running the task (None elsewhere)
+    _events: Any = None
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
@@ -72,8 +78,9 @@ class Context:
 def backoff_countdown(
     retries: int, factor: bool | float, maximum: float, jitter: bool, rng: Any = random
 ) -> float:
-    """Exponential backoff as Celery computes it: ``factor * 2**retries``, capped, jittered."""
-    base = 1.0 if factor is True else float(factor)
+    """Exponential backoff as Celery computes it: ``factor * 2**retries``, capped, and with
+    full jitter a random whole number of seconds from 0 to that."""
+    base = 1 if factor is True else factor
     countdown = min(maximum, base * (2**retries))
     if jitter:
         countdown = rng.randrange(int(countdown) + 1)
@@ -102,6 +109,42 @@ def is_importable(fn: Callable[..., Any]) -> bool:
     return module is not None and getattr(module, "__file__", None) is not None
 
 
+#: header names of protocol v2 itself; any other header is the sender's and is kept on retry
+_PROTOCOL_HEADERS = frozenset(TaskHeaders.__annotations__) | {"redelivered", "compression"}
+
+
+def _options_from_request(request: Context) -> dict[str, Any]:
+    """Send options that reproduce `request`'s message (Celery's ``signature_from_request``)."""
+    hard, soft = request.timelimit or (None, None)
+    options: dict[str, Any] = {
+        "task_id": request.id,
+        "root_id": request.root_id,
+        "parent_id": request.parent_id,
+        "group_id": request.group,
+        "group_index": request.group_index,
+        "shadow": request.shadow,
+        "chord": request.chord,
+        "chain": request.chain,
+        "link": request.callbacks,
+        "link_error": request.errbacks,
+        "expires": request.expires,
+        "time_limit": hard,
+        "soft_time_limit": soft,
+        "reply_to": request.reply_to,
+        "stamps": request.stamps or None,
+        "headers": {k: v for k, v in (request.headers or {}).items() if k not in _PROTOCOL_HEADERS},
+    }
+    delivery_info = request.delivery_info or {}
+    if delivery_info.get("priority") is not None:
+        options["priority"] = delivery_info["priority"]
+    exchange, routing_key = delivery_info.get("exchange"), delivery_info.get("routing_key")
+    if not exchange and routing_key:  # sent to the anonymous exchange: back to that queue
+        options["queue"] = routing_key
+    elif exchange:
+        options.update(exchange=exchange, routing_key=routing_key)
+    return options
+
+
 class Task:
     """A task type. ``@app.task`` creates one subclass per function, with one instance.
 
@@ -123,6 +166,8 @@ class Task:
     soft_time_limit: float | None = None
     acks_late: bool | None = None
     acks_on_failure_or_timeout: bool | None = None
+    acks_on_failure: bool | None = None
+    acks_on_timeout: bool | None = None
     reject_on_worker_lost: bool | None = None
     track_started: bool | None = None
     queue: str | None = None
@@ -280,19 +325,48 @@ class Task:
         """An immutable signature: a chain does not pass the parent's result."""
         return self.signature(args, kwargs, immutable=True)
 
+    def map(self, it: Any) -> Signature:
+        """One message calling this task for every item of `it` (``celery.map``)."""
+        from .canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Any) -> Signature:
+        """One message calling this task with each tuple of `it` (``celery.starmap``)."""
+        from .canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Any, n: int) -> Signature:
+        """`it` in chunks of `n` tuples, each chunk one ``starmap`` message in a group."""
+        from .canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
     # inside a running task -------------------------------------------------------------
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None
     ) -> None:
-        """Store a custom state (e.g. ``PROGRESS``) for this task (or `task_id`)."""
+        """Store a custom state (e.g. ``PROGRESS``) for this task (or `task_id`).
+
+        In a worker, a custom state of the running task is also announced as the event
+        ``task-<state>`` (``task-progress``), so monitors and widgets are told at once.
+        """
         request = self.request
         task_id = task_id or request.id
         if task_id is None:
             raise RuntimeError("update_state needs a task id outside a running task")
-        self.app.backend.store_result(task_id, meta, state or states.PENDING, request=request)
+        state = state or states.PENDING
+        self.app.backend.store_result(task_id, meta, state, request=request)
+        emit = request._events
+        if emit is not None and task_id == request.id and state not in states.BUILTIN_STATES:
+            try:
+                emit(f"task-{state.lower()}", task_id, state=state, meta=meta)
+            except Exception:
+                logger.exception("%s[%s]: could not announce state %s", self.name, task_id, state)
 
     def progress(self, current: float, total: float | None = None, **info: Any) -> None:
-        """Store ``PROGRESS`` with ``{"current", "total", **info}`` and tell listeners."""
+        """Store ``PROGRESS`` with ``{"current", "total", **info}`` and announce it."""
         self.update_state(state=states.PROGRESS, meta={"current": current, "total": total, **info})
 
     def retry(
@@ -306,16 +380,19 @@ class Task:
         max_retries: int | None = None,
         **options: Any,
     ) -> Retry:
-        """Send this task again, with ``retries + 1``; raise `Retry` to tell the worker."""
+        """Send this task again, with ``retries + 1``; raise `Retry` to tell the worker.
+
+        The new message is Celery's: same id, same arguments (unless given), the ETA,
+        and ``parent_id`` set to this run's parent — or to its own id when it has none.
+        Past `max_retries` the original `exc` is raised (or `MaxRetriesExceededError`).
+        """
         request = self.request
         if request.called_directly:
             raise exc or Retry("task can be retried", None)
         retries = request.retries + 1
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and retries > limit:
-            if exc is not None:
-                raise exc
-            raise MaxRetriesExceededError(
+            raise exc or MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}"
             )
         if eta is None and countdown is None:
@@ -323,18 +400,19 @@ class Task:
         signal = Retry(exc=exc, when=eta or countdown)
         if request.is_eager:
             raise signal
-        self.app.send_task(
-            self.name,
-            request.args if args is None else args,
-            request.kwargs if kwargs is None else kwargs,
-            _task=self,
-            _retry_of=request,
-            task_id=request.id,
-            retries=retries,
-            countdown=countdown,
-            eta=eta,
-            **options,
-        )
+        try:
+            self.app.send_task(
+                self.name,
+                request.args if args is None else args,
+                request.kwargs if kwargs is None else kwargs,
+                _task=self,
+                **{**_options_from_request(request), **options},
+                retries=retries,
+                countdown=countdown,
+                eta=eta,
+            )
+        except Exception as send_error:  # Celery: the message is rejected, not requeued
+            raise Reject(send_error, requeue=False) from send_error
         if throw:
             raise signal
         return signal
@@ -404,6 +482,4 @@ def build_task_class(
         "__qualname__": fn.__qualname__,
         "__wrapped__": staticmethod(fn),
     }
-    cls = type(fn.__name__, (base,), attrs)
-    functools.update_wrapper(cls, fn, assigned=("__doc__",), updated=())
-    return cls
+    return type(fn.__name__, (base,), attrs)

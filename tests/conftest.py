@@ -60,8 +60,21 @@ def redis_server() -> str:
     return f"{REDIS_HOST}:{REDIS_PORT}"
 
 
-_db_lock = threading.Lock()
-_free_dbs = list(range(8, 16))
+_TEST_DBS = range(8, 16)
+
+
+def _claim_db(client: object, token: str, timeout: float = 60.0) -> int:
+    """A database number no other test *process* uses now: claimed with a key in db 0
+    (several engineers' suites share the server; a per-process list is not enough)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        for db in reversed(_TEST_DBS):  # from 15 down: older fixtures took 8 first, unclaimed
+            if client.set(f"nbqueue-tests:db{db}", token, nx=True, ex=600):
+                return db
+        if time.monotonic() > deadline:
+            pytest.fail("no free Redis test database (8-15) within 60 s")
+        pause.wait(0.1)
 
 
 @pytest.fixture
@@ -69,8 +82,9 @@ def redis_db(redis_server: str) -> Iterator[int]:
     """A Redis database number of our own, flushed before and after the test."""
     import redis
 
-    with _db_lock:
-        db = _free_dbs.pop(0)
+    token = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    claims = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    db = _claim_db(claims, token)
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
     try:
@@ -78,8 +92,9 @@ def redis_db(redis_server: str) -> Iterator[int]:
     finally:
         client.flushdb()
         client.close()
-        with _db_lock:
-            _free_dbs.append(db)
+        if claims.get(f"nbqueue-tests:db{db}") == token.encode():
+            claims.delete(f"nbqueue-tests:db{db}")
+        claims.close()
 
 
 @pytest.fixture

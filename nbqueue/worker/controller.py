@@ -16,8 +16,10 @@ from typing import Any
 
 from .. import bootsteps, states
 from ..bootsteps import Blueprint, Step
-from ..exceptions import ImproperlyStarted, TaskRevokedError
+from ..exceptions import ImproperlyStarted
 from ..protocol import saferepr
+from .ratelimit import parse_rate
+from .request import signal_number
 from .state import WorkerState
 from .steps import worker_steps
 
@@ -336,35 +338,37 @@ class Worker:
         if request.id in self.state.revoked:
             self.discard_revoked(request)
             return
-        self.reserve(request)
+        self.steps["tasks"].handler.dispatch(request)  # due now: rate limit, then the pool
 
     def discard_revoked(self, request: Any, *, expired: bool = False) -> None:
         """Ack a request that must not run, store REVOKED and announce it."""
-        request.ack()
-        reason = TaskRevokedError("expired" if expired else "revoked")
-        self.app.backend.store_result(request.id, reason, states.REVOKED, request=None)
-        self.app.signals.task_revoked.send(
-            sender=request.task, request=request, terminated=False, signum=None, expired=expired
-        )
-        self.emit_task_event(
-            "task-revoked", request.id, terminated=False, signum=None, expired=expired
-        )
+        request.discard(expired=expired)
         self.state.on_dropped(request)
 
     # control surface: what remote-control commands (and users) call ----------------------
     def revoke(
-        self, task_ids: str | list[str], *, terminate: bool = False, signal: str = "SIGTERM"
+        self, task_ids: str | list[str], *, terminate: bool = False, signal: str | int = "SIGTERM"
     ) -> list[str]:
-        """Never run these task ids here; returns the ids that were waiting here.
+        """Never run these task ids here; returns the ids that were waiting or running here.
 
-        Reserved and ETA-held requests are dropped when they come up (acked, stored
-        REVOKED, announced). ``terminate`` for running tasks is the pool's business.
+        Reserved, rate-limited and ETA-held requests are dropped when they come up (acked,
+        stored REVOKED, announced). With ``terminate`` a running task is stopped too: an
+        exception raised in its thread, which the pool gives up and replaces (the
+        ``signal`` is only reported: threads cannot receive signals).
         """
         ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
         for task_id in ids:
             self.state.revoked.add(task_id)
-        waiting = {**self.state.reserved, **self.state.scheduled}
-        return [task_id for task_id in ids if task_id in waiting]
+        found = set(self.state.reserved) | set(self.state.scheduled)
+        found.update(self.steps["tasks"].handler.rate_limits.held_ids())
+        if terminate:
+            signum = signal_number(signal)
+            for task_id in ids:
+                request = self.state.active.get(task_id)
+                if request is not None and request.terminate(signum):
+                    logger.info("%s: terminating %s (%s)", self.hostname, task_id, signum)
+                    found.add(task_id)
+        return [task_id for task_id in ids if task_id in found]
 
     def set_autoscale(self, max: int | None = None, min: int | None = None) -> tuple[int, int]:
         """New autoscale bounds (the ``autoscale`` command); ValueError when not autoscaling."""
@@ -373,12 +377,20 @@ class Worker:
         return self.steps["autoscaler"].update(max, min)
 
     def set_rate_limit(self, task_name: str, rate: str | None) -> None:
-        """Change `task_name`'s rate limit on this worker (``"10/s"``, ``None`` to lift it)."""
+        """Change `task_name`'s rate limit on this worker (``"10/s"``, ``None`` to lift it).
+
+        Applies at once, to requests already waiting for a token too.
+        """
         self.app.tasks.resolve(task_name)  # NotRegistered for unknown names
+        parse_rate(rate)  # ConfigurationError for a malformed rate
         self.rate_limits[task_name] = rate
+        self.steps["tasks"].handler.rate_limits.changed(task_name)
 
     def set_time_limit(self, task_name: str, hard: float | None, soft: float | None) -> None:
-        """Change `task_name`'s hard and soft time limits (seconds) on this worker."""
+        """Change `task_name`'s hard and soft time limits (seconds) on this worker.
+
+        Runs that start from now on get them (as with Celery's ``time_limit`` command).
+        """
         self.app.tasks.resolve(task_name)
         self.time_limits[task_name] = (hard, soft)
 
@@ -411,6 +423,7 @@ class Worker:
     def return_unstarted(self) -> None:
         """Put reserved and ETA-held messages back in their queues (at a warm stop)."""
         pending = self.steps["pool"].pool.flush_pending()
+        pending += self.steps["tasks"].handler.rate_limits.flush()
         scheduled = list(self.state.scheduled.values())
         for request in scheduled:
             self.state.on_unscheduled(request)
@@ -451,8 +464,10 @@ class Worker:
                 exception=repr(outcome.exception),
                 traceback=outcome.traceback or "",
             )
-        elif state == states.REJECTED:
-            self.emit_task_event("task-rejected", request.id, requeue=outcome.requeue)
+        elif state == states.REJECTED and not outcome.requeue:  # Celery 5.7: a failure
+            self.emit_task_event(
+                "task-failed", request.id, exception=repr(outcome.exception), traceback=""
+            )
 
     def task_events_enabled(self) -> bool:
         events = self.consumer_blueprint.steps.get("events")
@@ -462,7 +477,10 @@ class Worker:
         """Send a task event through the Events step, when it runs with task events on."""
         events = self.consumer_blueprint.steps.get("events")
         if events is not None and getattr(events, "task_events", False):
-            events.send_task_event(type_, uuid=task_id, **fields)
+            try:
+                events.send_task_event(type_, uuid=task_id, **fields)
+            except Exception:  # an event lost is logged; the task's run goes on
+                logger.exception("%s: could not send %s for %s", self.hostname, type_, task_id)
 
     def run_coroutine(self, coroutine: Any) -> Any:
         """Run an ``async def`` task's coroutine on the worker's own event-loop thread."""

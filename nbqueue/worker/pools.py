@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 __all__ = ["SoloPool", "ThreadPool", "pool_class"]
@@ -15,9 +16,18 @@ _STOP = object()
 
 
 class ThreadPool:
-    """A fixed (or autoscaled) number of named daemon threads taking requests from a queue."""
+    """A fixed (or autoscaled) number of named daemon threads taking requests from a queue.
+
+    A thread whose task was given up (hard time limit, terminate) is *replaced*: a new
+    thread takes its place in the pool at once, and the old one exits once its task
+    code returns (see `replace`).
+    """
 
     implementation = "nbqueue.worker.pools:ThreadPool"
+    #: abandoned threads can be replaced, so limits and terminate free the slot at once
+    can_replace = True
+    #: how long a stop waits for abandoned threads (blocked in C code, they may never end)
+    abandoned_grace = 1.0
 
     def __init__(self, name: str, size: int) -> None:
         if size < 1:
@@ -26,24 +36,28 @@ class ThreadPool:
         self.size = size
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._abandoned: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._serial = 0
         self.busy = 0
+        self.replaced = 0
 
     def start(self) -> None:
         with self._lock:
             for _ in range(self.size):
                 self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self, first: Any = None) -> None:
         self._serial += 1
         thread = threading.Thread(
-            target=self._work, name=f"{self.name}-{self._serial}", daemon=True
+            target=self._work, args=(first,), name=f"{self.name}-{self._serial}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
 
-    def _work(self) -> None:
+    def _work(self, first: Any = None) -> None:
+        if first is not None:
+            _call_safely(first)
         get = self._queue.get
         while True:
             request = get()
@@ -56,9 +70,22 @@ class ThreadPool:
                 request.execute()
             except BaseException:
                 logger.exception("pool thread: %r crashed outside its task", request)
-            finally:
-                with self._lock:
-                    self.busy -= 1
+            if request.abandoned:  # replaced: the slot (and the busy count) went on without us
+                return
+            with self._lock:
+                self.busy -= 1
+
+    def replace(self, thread: threading.Thread, first: Any = None) -> None:
+        """Give up `thread` (busy with an abandoned task): a new thread takes its slot and
+        first calls `first()`; the old one exits when its task code returns."""
+        with self._lock:
+            if thread in self._threads:
+                self._threads.remove(thread)
+            self._abandoned = [t for t in self._abandoned if t.is_alive()]
+            self._abandoned.append(thread)
+            self.busy -= 1
+            self.replaced += 1
+            self._spawn(first)
 
     def submit(self, request: Any) -> None:
         self._queue.put(request)
@@ -88,16 +115,28 @@ class ThreadPool:
             self._queue.put(_STOP)
 
     def stop(self, timeout: float = 10.0) -> list[str]:
-        """Ask every thread to exit after its current task; return the names still alive."""
+        """Ask every thread to exit after its current task; return the names still alive.
+
+        Abandoned threads get `abandoned_grace` seconds more: a thread blocked in C code
+        exits only when that call returns, which may be never.
+        """
         with self._lock:
             threads = list(self._threads)
         for _ in threads:
             self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
-        alive = [t.name for t in threads if t.is_alive()]
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:  # given up already: a short grace to exit, no more
+            abandoned = list(self._abandoned)
+        grace = time.monotonic() + min(timeout, self.abandoned_grace)
+        for thread in abandoned:
+            thread.join(max(0.0, grace - time.monotonic()))
+        waited = threads + abandoned
+        alive = [t.name for t in waited if t.is_alive()]
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
+            self._abandoned = [t for t in self._abandoned if t.is_alive()]
         return alive
 
     @property
@@ -106,12 +145,23 @@ class ThreadPool:
             return [t for t in self._threads if t.is_alive()]
 
     def info(self) -> dict[str, Any]:
+        with self._lock:
+            abandoned = [t.name for t in self._abandoned if t.is_alive()]
         return {
             "implementation": self.implementation,
             "max-concurrency": self.size,
             "threads": [t.name for t in self.threads],
             "busy": self.busy,
+            "replaced": self.replaced,
+            "abandoned": abandoned,
         }
+
+
+def _call_safely(fun: Any) -> None:
+    try:
+        fun()
+    except BaseException:
+        logger.exception("pool thread: %r failed", fun)
 
 
 class SoloPool:
@@ -119,6 +169,8 @@ class SoloPool:
 
     implementation = "nbqueue.worker.pools:SoloPool"
     size = 1
+    #: the loop thread cannot be replaced: a hard limit or terminate only raises in it
+    can_replace = False
 
     def __init__(self, name: str, size: int = 1) -> None:
         self.name = name
@@ -155,7 +207,15 @@ def pool_class(name: str) -> type[ThreadPool] | type[SoloPool]:
 
 
 class AsyncioThread:
-    """An event loop on a dedicated thread for ``async def`` tasks (never the kernel's loop)."""
+    """An event loop on a dedicated thread for ``async def`` tasks (never the kernel's loop).
+
+    The pool thread that runs the task waits for the coroutine in short slices, so an
+    exception injected into it (a time limit, terminate) is raised within `slice`
+    seconds; the coroutine is then cancelled (it sees `asyncio.CancelledError`).
+    """
+
+    #: longest uninterruptible wait of a pool thread for its coroutine
+    slice = 0.05
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -163,8 +223,7 @@ class AsyncioThread:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def run(self, coroutine: Any) -> Any:
-        """Run `coroutine` on the loop thread and wait for its result in the caller."""
+    def _ensure_loop(self) -> Any:
         import asyncio
 
         with self._lock:
@@ -174,8 +233,23 @@ class AsyncioThread:
                     target=self._loop.run_forever, name=self.name, daemon=True
                 )
                 self._thread.start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+            return self._loop
+
+    def run(self, coroutine: Any) -> Any:
+        """Run `coroutine` on the loop thread and wait for its result in the caller."""
+        import asyncio
+        import concurrent.futures
+
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._ensure_loop())
+        try:
+            while True:
+                try:
+                    return future.result(self.slice)
+                except concurrent.futures.TimeoutError:
+                    continue
+        except BaseException:
+            future.cancel()
+            raise
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:

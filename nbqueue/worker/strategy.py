@@ -2,8 +2,8 @@
 
 Decode (refusing unaccepted content types and bad signatures before unpickling), parse
 (protocol v2 or v1), find the task (registered, or shipped by value), then drop revoked
-and expired ids, hold ETA tasks on the timer, and hand the rest to the pool. Bad input is
-logged and rejected; the worker keeps going.
+and expired ids, hold ETA tasks on the timer, hold rate-limited ones in their bucket, and
+hand the rest to the pool. Bad input is logged and rejected; the worker keeps going.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from ..exceptions import (
     SecurityError,
 )
 from ..protocol import TaskMessage, parse_task_message
+from .limits import TimeLimits
+from .ratelimit import RateLimits
 from .request import Request
 
 __all__ = ["TaskHandler"]
@@ -37,6 +39,8 @@ class TaskHandler:
         self.worker = worker
         self.app = worker.app
         self.accept = serialization.normalize_accept(self.app.conf.accept_content)
+        self.time_limits = TimeLimits(worker)
+        self.rate_limits = RateLimits(worker, worker.reserve)
 
     def on_message(self, message: Any) -> None:
         """kombu ``on_message`` callback; runs in the loop thread and never raises."""
@@ -64,6 +68,7 @@ class TaskHandler:
             )
             self.worker.stats["invalid"] += 1
             self._reject(message)
+            self.app.signals.task_rejected.send(sender=self.worker, message=message, exc=exc)
             return None
 
     def _handle(self, message: Any) -> None:
@@ -78,7 +83,7 @@ class TaskHandler:
         except NotRegistered as exc:
             self._unknown(message, task_message, exc)
             return
-        request = Request(self.worker, message, task_message, task)
+        request = Request(self.worker, message, task_message, task, self.time_limits)
         self.app.signals.task_received.send(sender=self.worker, request=request)
         if self._drop_if_revoked(request):
             return
@@ -86,7 +91,15 @@ class TaskHandler:
         if eta is not None and eta > datetime.now(timezone.utc):
             self.worker.schedule_eta(request)
             return
-        self.worker.reserve(request)
+        self.dispatch(request)
+
+    def dispatch(self, request: Request) -> None:
+        """Hand a due request to the pool, or to its rate limit's bucket."""
+        bucket = self.rate_limits.bucket_for(request)
+        if bucket is None:
+            self.worker.reserve(request)
+        else:
+            self.rate_limits.submit(bucket, request)
 
     def _unknown(self, message: Any, task_message: TaskMessage, exc: NotRegistered) -> None:
         logger.error(
