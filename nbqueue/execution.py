@@ -27,7 +27,7 @@ from typing import Any
 
 from . import states
 from .context import pop_request, push_request
-from .exceptions import Ignore, Reject, Retry
+from .exceptions import Ignore, Reject, Retry, TaskRevokedError
 from .followups import apply_errbacks, dispatch_callbacks_and_chain, on_chord_part_return
 from .protocol import TaskMessage, build_task_message, new_id
 from .result import EagerResult, ResultBase
@@ -94,7 +94,9 @@ class RunGuard:
         self.thread_id = 0
 
     def interruption(self, exc: Interrupt) -> Outcome:
-        """What an injected `exc` means for this run."""
+        """What an injected `exc` means for this run: a terminated run ends REVOKED."""
+        if isinstance(exc, Terminate):
+            return Outcome(states.REVOKED, exception=TaskRevokedError(str(exc) or "terminated"))
         return Outcome(states.FAILURE, exception=exc, traceback=format_traceback(exc))
 
 

@@ -363,9 +363,12 @@ class Worker:
         found.update(self.steps["tasks"].handler.rate_limits.held_ids())
         if terminate:
             signum = signal_number(signal)
+            kill = getattr(self._pool, "terminate_job", None)  # a process pool sends the signal
             for task_id in ids:
                 request = self.state.active.get(task_id)
-                if request is not None and request.terminate(signum):
+                if request is None:
+                    continue
+                if kill(request, signum) if kill is not None else request.terminate(signum):
                     logger.info("%s: terminating %s (%s)", self.hostname, task_id, signum)
                     found.add(task_id)
         return [task_id for task_id in ids if task_id in found]

@@ -26,6 +26,7 @@ import os
 import platform
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import kombu
@@ -49,8 +50,43 @@ set_async_exc: Any = (
 )
 
 
-def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
-    """Schedule `exc_type` to be raised in the thread `thread_id`; False if not possible."""
+#: thread id → (exception type, what to do if that exception is swallowed as "unraisable")
+_lost: dict[int, tuple[type[BaseException], Callable[[], Any]]] = {}
+
+
+def _chain_unraisable_hook() -> None:
+    """Put our hook in front of ``sys.unraisablehook`` (again, if someone replaced it).
+
+    An injected exception can surface inside a callback Python runs on the side — a
+    weakref or ``__del__`` finaliser the garbage collector calls in that thread — which
+    swallows it as "unraisable". The hook recognises it and lets the worker try again.
+    """
+    current = sys.unraisablehook
+    if getattr(current, "nbqueue_previous", None) is not None:
+        return
+
+    def hook(unraisable: Any, previous: Any = current) -> None:
+        entry = _lost.get(threading.get_ident())
+        if entry is not None and isinstance(unraisable.exc_value, entry[0]):
+            del _lost[threading.get_ident()]
+            entry[1]()
+            return
+        previous(unraisable)
+
+    hook.nbqueue_previous = current  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def raise_in_thread(
+    thread_id: int, exc_type: type[BaseException], on_lost: Callable[[], Any] | None = None
+) -> bool:
+    """Schedule `exc_type` to be raised in the thread `thread_id`; False if not possible.
+
+    `on_lost` is called (in that thread) if the exception is swallowed by a finaliser.
+    """
+    if on_lost is not None:
+        _chain_unraisable_hook()
+        _lost[thread_id] = (exc_type, on_lost)
     if set_async_exc is None:
         logger.warning(
             "cannot raise %s in another thread on %s: the limit is not enforced",

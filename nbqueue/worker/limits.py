@@ -20,9 +20,30 @@ from typing import Any
 
 from ..exceptions import SoftTimeLimitExceeded
 
-__all__ = ["TimeLimits"]
+__all__ = ["TimeLimits", "resolve_time_limits"]
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_time_limits(
+    timelimit: Any, name: str, task: Any, worker: Any
+) -> tuple[float | None, float | None]:
+    """``(hard, soft)`` seconds for one run (None: no limit).
+
+    The message's ``timelimit`` header wins when it sets both; otherwise the worker's
+    override (``set_time_limit``, which replaces both, as Celery's command does) or the
+    task's own limits, each falling back to the app's settings.
+    """
+    hard, soft = tuple(timelimit or (None, None))
+    if hard and soft:
+        return hard, soft
+    override = worker.time_limits.get(name)
+    task_hard, task_soft = override or (task.time_limit, task.soft_time_limit)
+    conf = task.app.conf
+    return (
+        hard or task_hard or conf.task_time_limit or None,
+        soft or task_soft or conf.task_soft_time_limit or None,
+    )
 
 
 class TimeLimits:
@@ -41,16 +62,8 @@ class TimeLimits:
 
     def limits_for(self, request: Any) -> tuple[float | None, float | None]:
         """``(hard, soft)`` seconds for `request` (None: no limit)."""
-        hard, soft = request.task_message.timelimit
-        if hard and soft:
-            return hard, soft
-        override = self.worker.time_limits.get(request.name)
-        task = request.task
-        task_hard, task_soft = override or (task.time_limit, task.soft_time_limit)
-        conf = task.app.conf
-        return (
-            hard or task_hard or conf.task_time_limit or None,
-            soft or task_soft or conf.task_soft_time_limit or None,
+        return resolve_time_limits(
+            request.task_message.timelimit, request.name, request.task, self.worker
         )
 
     @property
@@ -66,7 +79,12 @@ class TimeLimits:
         self.timer.call_after(delay, functools.partial(fun, *args, attempt=attempt + 1))
 
     def start(self, request: Any) -> None:
-        """Called as a run starts, before the task's code: schedule its limits, if any."""
+        """Called as a run starts, before the task's code: schedule its limits, if any.
+
+        A pool that enforces limits itself (the process pool kills its child) is left to it.
+        """
+        if getattr(self.worker.steps["pool"].pool, "enforces_time_limits", False):
+            return
         hard, soft = self.limits_for(request)
         if not hard and not soft:
             return

@@ -33,6 +33,7 @@ import cloudpickle
 
 from ..exceptions import ConfigurationError, RemoteTraceback, TimeLimitExceeded
 from ..task import Task
+from .limits import resolve_time_limits
 from .slot import ChildGone, Slot
 
 __all__ = ["ProcessPool"]
@@ -54,6 +55,9 @@ class ProcessPool:
     Same interface as the thread pool (``submit``, ``grow``, ``shrink``, ``stop``,
     ``info``, ``flush_pending``) plus `terminate_job` and per-child time limits.
     """
+
+    #: limits are enforced here (the child is signalled or killed), not by the thread timers
+    enforces_time_limits = True
 
     implementation = "nbqueue.worker.processes:ProcessPool"
 
@@ -325,14 +329,8 @@ class ProcessPool:
         slot.post(frame)
 
     def limits(self, task: Task, request: Any) -> tuple[float | None, float | None]:
-        """``(hard, soft)`` seconds: the message's, else the worker's override, else the task's
-        or the app's setting."""
-        header = tuple(request.timelimit or (None, None))
-        override = self.worker.time_limits.get(task.name, (None, None))
-        conf = task.app.conf
-        hard = _first(header[0], override[0], task.time_limit, conf.task_time_limit)
-        soft = _first(header[1], override[1], task.soft_time_limit, conf.task_soft_time_limit)
-        return hard, soft
+        """``(hard, soft)`` seconds, resolved as for every pool (`resolve_time_limits`)."""
+        return resolve_time_limits(request.timelimit, task.name, task, self.worker)
 
     def terminate_job(self, request: Any, signal: int | str = "SIGTERM") -> bool:
         """Kill the child running `request` with `signal`; its task ends as terminated.
@@ -368,13 +366,6 @@ class ProcessPool:
             "threads": [t.name for t in self.threads],
             "busy": self.busy,
         }
-
-
-def _first(*values: Any) -> float | None:
-    for value in values:
-        if value is not None:
-            return float(value)
-    return None
 
 
 def _outcome(frame: tuple[Any, ...]) -> Any:

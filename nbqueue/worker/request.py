@@ -8,6 +8,7 @@ recorded at once from a fresh pool thread, and the abandoned one exits when it c
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
@@ -255,7 +256,8 @@ class Request(RunGuard):
         if not self.armed or not interrupts.safe_to_raise(self.thread_id):
             return False
         self.injected = True
-        interrupts.raise_in_thread(self.thread_id, exc_type)
+        retry = functools.partial(self.limits.later, self._raise_when_safe, exc_type)
+        interrupts.raise_in_thread(self.thread_id, exc_type, on_lost=retry)
         return True
 
     def interrupt(self, exc_type: type[BaseException], *, attempt: int = 0) -> bool:

@@ -19,7 +19,8 @@ import sys
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ..exceptions import NbqueueError, TaskRevokedError, WorkerLostError
+from ..exceptions import NbqueueError, WorkerLostError
+from ..execution import Terminate
 from .child import decode, encode
 
 __all__ = ["ChildGone", "Slot"]
@@ -133,7 +134,7 @@ class Slot:
     def lost(self) -> BaseException:
         """The error for the request whose child died under it."""
         code = self.process.wait(5.0)
-        if self.terminated is not None:
-            return TaskRevokedError(f"terminated by {signals.Signals(self.terminated).name}")
+        if self.terminated is not None:  # terminate_job: the run ends REVOKED
+            return Terminate(f"terminated by {signals.Signals(self.terminated).name}")
         how = f"signal {-code} ({signals.Signals(-code).name})" if code < 0 else str(code)
         return WorkerLostError(f"Worker exited prematurely: {how} Job: {self.jobs}.")

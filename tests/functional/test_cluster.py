@@ -220,8 +220,9 @@ def test_terminate_reports_the_requests_it_found(app):
         assert started.wait(10)
         (found,) = app.control.terminate(running.id, reply=True)
         (unknown,) = app.control.terminate("no-such-id", reply=True)
+        with pytest.raises(nbqueue.exceptions.TaskRevokedError):
+            running.get(timeout=10)  # terminated: stored REVOKED
         gate.set()
-        running.get(timeout=10)
     assert found == {"a@test": {"ok": f"terminate: {running.id}"}}
     assert unknown == {"a@test": {"ok": "terminate: tasks unknown"}}
 

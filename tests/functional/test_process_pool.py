@@ -204,3 +204,18 @@ def test_frames_signed_with_another_key_are_refused_before_unpickling():
     assert decode(frame, b"k" * 32) == ("run", 1)
     with pytest.raises(SecurityError):
         decode(frame, b"x" * 32)
+
+
+def test_revoke_with_terminate_signals_the_child_and_stores_revoked(app):
+    @app.task
+    def forever():
+        while True:
+            pass
+
+    with app.worker(pool="processes", concurrency=1) as worker:
+        result = forever.delay()
+        wait_for(lambda: result.id in worker.state.active, message="the task running")
+        assert worker.revoke(result.id, terminate=True, signal="SIGKILL") == [result.id]
+        with pytest.raises(TaskRevokedError, match="terminated by SIGKILL"):
+            result.get(timeout=30)
+        assert result.state == "REVOKED"

@@ -17,6 +17,9 @@ from nbqueue.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from nbqueue.worker import interrupts
 from tests.helpers import wait_for
 
+#: no heartbeat, gossip or mingle: the only timer entries would be time limits
+QUIET = {"without_heartbeat": True, "without_gossip": True, "without_mingle": True}
+
 
 def python_step() -> None:
     """A Python-level call: CPython delivers a pending asynchronous exception here."""
@@ -164,7 +167,7 @@ def test_the_message_header_wins_and_no_limit_means_no_timer_entry(app):
     def unlimited():
         return "ok"
 
-    with app.worker(concurrency=1) as worker:
+    with app.worker(concurrency=1, **QUIET) as worker:
         limits = worker.steps["tasks"].handler.time_limits
         assert unlimited.delay().get(timeout=10) == "ok"
         assert len(worker.steps["timer"].timer) == 0
@@ -334,3 +337,43 @@ def test_safe_points_are_judged_by_the_innermost_frame(where, safe):
         gate.set()
         done.append(True)
         thread.join(5)
+
+
+def test_an_interruption_swallowed_by_a_finaliser_is_tried_again():
+    """An injected exception that surfaces in a weakref/__del__ callback is "unraisable":
+    Python drops it. The hook hands it back to the worker, which tries again."""
+    import sys
+    import types
+
+    from nbqueue.worker import interrupts
+
+    retried = []
+    reported = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = reported.append
+    try:
+        me = threading.get_ident()
+        # a thread id that does not exist: nothing is really raised anywhere
+        interrupts.raise_in_thread(-1, SoftTimeLimitExceeded, on_lost=lambda: None)
+        interrupts._lost[me] = (SoftTimeLimitExceeded, lambda: retried.append(me))
+        swallowed = types.SimpleNamespace(
+            exc_type=SoftTimeLimitExceeded,
+            exc_value=SoftTimeLimitExceeded(),
+            exc_traceback=None,
+            err_msg="Exception ignored in",
+            object=None,
+        )
+        sys.unraisablehook(swallowed)
+        other = types.SimpleNamespace(
+            exc_type=ValueError,
+            exc_value=ValueError("x"),
+            exc_traceback=None,
+            err_msg=None,
+            object=None,
+        )
+        sys.unraisablehook(other)
+    finally:
+        interrupts._lost.pop(-1, None)
+        sys.unraisablehook = previous
+    assert retried == [me]  # ours: handed back for another try
+    assert reported == [other]  # anything else still reaches the previous hook
