@@ -44,6 +44,20 @@ def progress(result: ResultBase, *, timeout: float | None = None) -> Any:
     return show_in_terminal(result, timeout=timeout)
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbqueue``: the magics and widgets of `nbqueue.jupyter`, imported now."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbqueue``."""
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "App",
     "AsyncResult",
@@ -58,9 +72,11 @@ __all__ = [
     "chunks",
     "exceptions",
     "group",
+    "load_ipython_extension",
     "progress",
     "signature",
     "states",
+    "unload_ipython_extension",
     "xmap",
     "xstarmap",
 ]

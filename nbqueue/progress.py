@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -49,8 +50,10 @@ def _leaves(result: ResultBase) -> tuple[list[str], str | None]:
 class Progress:
     """Counts of a result's tasks, kept current by the backend's notifications."""
 
-    def __init__(self, result: ResultBase) -> None:
+    def __init__(self, result: ResultBase, *, on_change: Callable[[], None] | None = None) -> None:
         self.result = result
+        #: called (from whichever thread stored the state) after each change it counts
+        self.on_change = on_change
         backend = result.app.backend
         self.backend = backend
         self.ids, self.body_id = _leaves(result)
@@ -69,6 +72,8 @@ class Progress:
                 self._metas[task_id] = meta
                 self._version += 1
                 self._cond.notify_all()
+            if self.on_change is not None:
+                self.on_change()
 
     def snapshot(self) -> Snapshot:
         with self._cond:
