@@ -64,7 +64,9 @@ class Progress:
         self.started = time.monotonic()
         self._remove = backend.add_listener(self._on_state)
         for task_id in self._watched:  # what was stored before we listened
-            self._metas[task_id] = backend.get_meta(task_id)
+            meta = backend.get_meta(task_id)
+            with self._cond:  # a state the listener already delivered is newer than `meta`
+                self._metas.setdefault(task_id, meta)
 
     def _on_state(self, task_id: str, meta: dict[str, Any]) -> None:
         if task_id in self._watched:

@@ -74,13 +74,17 @@ def build_function(
     *,
     filename: str,
     return_last: bool = False,
+    bind: bool = False,
 ) -> Callable[..., Any]:
     """Compile ``def <signature>: <body>`` with `namespace` as its globals.
 
-    The body keeps its own line numbers and is registered with `linecache` under
-    `filename`, so tracebacks show the cell's lines.
+    `signature` is how the task is called; with `bind` the function also gets the task
+    as a first parameter ``self``. The body keeps its own line numbers and is registered
+    with `linecache` under `filename`, so tracebacks show the cell's lines.
     """
     func = _parse_signature(signature)
+    if bind:
+        func.args.posonlyargs.insert(0, ast.arg(arg="self"))
     try:
         statements = ast.parse(body or "pass", filename=filename).body
     except SyntaxError as exc:
@@ -91,4 +95,6 @@ def build_function(
     linecache.cache[filename] = (len(body), None, body.splitlines(True), filename)
     local: dict[str, Any] = {}
     exec(compile(module, filename, "exec"), namespace, local)
-    return local[func.name]
+    fn = local[func.name]
+    fn.__module__ = namespace.get("__name__") or "__main__"
+    return fn

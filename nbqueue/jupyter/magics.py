@@ -14,6 +14,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool
 
+from ..exceptions import NbqueueError
 from .cellfunc import SignatureError, build_function, split_signature
 from .session import JupyterSession, NoApp
 
@@ -69,7 +70,10 @@ class NbqueueMagics(Magics):
     @cell_magic
     def task(self, line: str, cell: str) -> Any:
         """``%%task add(x, y)`` defines a task; ``%%task --background`` runs the cell."""
-        signature, rest = split_signature(line)
+        try:
+            signature, rest = split_signature(line)
+        except SignatureError as exc:
+            raise UsageError(str(exc)) from None
         args = parse_argstring(self.task, rest)
         app = self._app(args.app)
         options = {
@@ -82,7 +86,11 @@ class NbqueueMagics(Magics):
             raise UsageError("%%task needs a signature, e.g. %%task add(x, y)")
         try:
             fn = build_function(
-                signature, cell, self.shell.user_ns, filename=f"<task-cell-{count}>"
+                signature,
+                cell,
+                self.shell.user_ns,
+                filename=f"<task-cell-{count}>",
+                bind=args.bind,
             )
         except SignatureError as exc:
             raise UsageError(str(exc)) from None
@@ -96,11 +104,12 @@ class NbqueueMagics(Magics):
         name = args.name or f"cell_{count}"
         try:
             fn = build_function(
-                f"{name.rsplit('.', 1)[-1]}(self)",
+                f"{name.rsplit('.', 1)[-1]}()",
                 cell,
                 self.shell.user_ns,
                 filename=f"<task-cell-{count}>",
                 return_last=True,
+                bind=True,
             )
         except SignatureError as exc:
             raise UsageError(str(exc)) from None
@@ -151,8 +160,8 @@ class NbqueueMagics(Magics):
                 autoscale=autoscale,
             )
             return worker.start()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        except (ValueError, NbqueueError) as exc:  # bad options, or a step that failed
+            raise UsageError(f"the worker did not start: {exc}") from None
 
     def _stop(self, args: Any) -> None:
         if args.all:

@@ -52,13 +52,17 @@ def widget_messages(monkeypatch: pytest.MonkeyPatch) -> MessageLog:
 @pytest.fixture
 def shell() -> Iterator[Any]:
     """An in-process IPython shell with ``%load_ext nbqueue`` run, torn down after the test."""
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython, start_ipython
 
-    ip = start_ipython()
+    ip = start_ipython() or get_ipython()
     ip.run_line_magic("load_ext", "nbqueue")
     try:
         yield ip
     finally:
+        import nbqueue
+
+        for value in list(ip.user_ns.values()):
+            if isinstance(value, nbqueue.App):
+                value.close()
         ip.run_line_magic("unload_ext", "nbqueue")
-        ip.user_ns.clear()
         ip.reset(new_session=False)
