@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import random
 import sys
@@ -405,5 +404,6 @@ def build_task_class(
         "__wrapped__": staticmethod(fn),
     }
     cls = type(fn.__name__, (base,), attrs)
-    functools.update_wrapper(cls, fn, assigned=("__doc__",), updated=())
+    # (no functools.update_wrapper: it would replace ``__wrapped__`` with the plain function,
+    # which then binds as a method and drags the task instance into the pickled code)
     return cls

@@ -178,6 +178,7 @@ class NbqueueMagics(Magics):
                 names = ", ".join(w.hostname for w in workers)
                 raise UsageError(f"several workers run ({names}): name one, or use --all")
             workers[0].stop()
+            self.session.refresh_panel(workers[0])
             stopped = [workers[0].hostname]
         print(f"stopped {', '.join(stopped) or 'nothing'}")
 

@@ -137,6 +137,10 @@ class WorkerPanel:
             f"processed {counts['processed']} ({counts['succeeded']} ok, {counts['failed']} failed)"
         )
 
+    def refresh(self) -> None:
+        """Redraw now (e.g. right after a stop, so the cell that stopped it shows the end)."""
+        self._throttle.flush()
+
     def states(self) -> dict[str, str]:
         """Step name → state, as the panel shows it now."""
         return {row["name"]: row["state"] for row in self.worker.blueprint.describe()}

@@ -8,6 +8,7 @@ end at most ~20 redraws a second and the last redraw shows the final count.
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any
 
 import ipywidgets as widgets
@@ -51,6 +52,7 @@ class ProgressView:
         self.label = widgets.HTML()
         self.widget = widgets.HBox([self.bar, self.label])
         self.finished = False
+        self._done = threading.Event()
         self._throttle = Throttle(self._redraw, rate=rate, name="nbqueue-progress")
         self.model = Progress(result)
         self.model.on_change = self._throttle.poke  # after `model` exists: redraws read it
@@ -67,6 +69,11 @@ class ProgressView:
             self.finished = True
             self.model.close()
             self._throttle.close()
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the finished result is drawn; False if `timeout` passed first."""
+        return self._done.wait(timeout)
 
     def snapshot(self) -> Snapshot:
         return self.model.snapshot()

@@ -136,7 +136,15 @@ class JupyterSession:
         return panel
 
     def _panel_bundle(self, worker: Worker) -> dict[str, Any]:
-        return self.panel(worker)._repr_mimebundle_()
+        panel = self.panel(worker)
+        panel.refresh()
+        return panel._repr_mimebundle_()
+
+    def refresh_panel(self, worker: Worker) -> None:
+        """Redraw `worker`'s panel, if it was shown, at once."""
+        panel = self._panels.get(worker)
+        if panel is not None:
+            panel.refresh()
 
     # shutdown -----------------------------------------------------------------------------
     def _on_exit(self, change: Any) -> None:
@@ -154,6 +162,8 @@ class JupyterSession:
             thread.start()
         for thread in threads:
             thread.join(timeout)
+        for worker in workers:
+            self.refresh_panel(worker)
         return [w.hostname for w in workers]
 
 
