@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from typing import Any
 
 import ipywidgets as widgets
@@ -25,7 +26,10 @@ def step_html(row: dict[str, Any], took: float | None) -> str:
     state = row["state"]
     colour = STATE_COLOURS.get(state, "#ffffff")
     text = "#57606a" if state == DISABLED else "#000"
-    timing = f" · {took * 1000:.0f} ms" if took is not None else ""
+    if took is not None:
+        timing = f" · started in {took * 1000:.0f} ms"
+    else:  # the panel came after the start: say since when
+        timing = f" · since {time.strftime('%H:%M:%S', time.localtime(row['since']))}"
     tip = html.escape(row.get("error") or f"requires: {', '.join(row['requires']) or '-'}")
     return (
         f'<div class="nbqueue-step" data-step="{html.escape(row["name"])}" '

@@ -49,6 +49,11 @@ def kernel_manager(kernel_env: KernelSpecManager) -> Iterator[KernelManager]:
 def write_notebook(path: Path, cells: list[str]) -> nbformat.NotebookNode:
     """Write a notebook of code cells to `path` and read it back."""
     nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(nb, path)
     return nbformat.read(path, as_version=4)
