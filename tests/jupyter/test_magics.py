@@ -180,3 +180,30 @@ def test_events_and_monitor_magics_follow_the_app(shell) -> None:
 def test_magics_name_the_missing_app(shell, capsys, line) -> None:
     assert not shell.run_cell(line).success
     assert "no nbqueue App" in capsys.readouterr().err
+
+
+def test_results_and_workers_display_as_live_widgets(shell) -> None:
+    run(shell, "import nbqueue\napp = nbqueue.App('show')")
+    run(shell, "%%task add(x, y)\nreturn x + y")
+    result = run(shell, "add.delay(1, 2)")
+    data, _ = shell.display_formatter.format(result)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["text/plain"].startswith("<ProgressView 0/1")
+    worker = run(shell, "%worker start -c 1")
+    data, _ = shell.display_formatter.format(worker)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "<svg" in data["text/html"]
+    eager, _ = shell.display_formatter.format(run(shell, "add.apply((2, 3))"))
+    assert "application/vnd.jupyter.widget-view+json" not in eager  # already done: plain HTML
+
+
+def test_peek_on_redis_reads_the_priority_lists_in_delivery_order(shell, redis_url) -> None:
+    run(shell, f"import nbqueue\napp = nbqueue.App('rpeek', broker={redis_url!r})")
+    run(shell, "%%task add(x, y)\nreturn x + y")
+    run(shell, "add.apply_async((1, 1)); add.apply_async((2, 2), priority=9)")
+    run(shell, "add.apply_async((3, 3), priority=0)")
+    listing = run(shell, "%nbqueue peek celery")
+    assert [m.body[0] for m in listing.messages] == [[1, 1], [3, 3], [2, 2]]
+    assert listing.messages[0].headers["task"] == "__main__.add"
+    run(shell, "%nbqueue purge celery")
+    assert len(run(shell, "%nbqueue peek celery")) == 0

@@ -20,6 +20,7 @@ CELLS = [
     "assert view.wait(60), view\n"
     "view.bar.model_id",
     "%worker stop nbk",
+    "nbqueue.progress(g)",
 ]
 
 
@@ -53,11 +54,16 @@ def test_group_bar_reaches_500_and_the_panel_shows_steps_running_then_stopped(
     assert bar["_model_name"] == "FloatProgressModel"
     assert (bar["value"], bar["max"], bar["bar_style"]) == (500.0, 500.0, "success")
     assert _step_states(after[4]) == dict.fromkeys(steps, "stopped")
+    assert len(after) == len(CELLS)
     assert "stopped nbk@" in nb.cells[4].outputs[0]["text"]
 
     stored = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
     assert stored[model_id]["state"]["value"] == 500.0
     assert _step_states(stored) == dict.fromkeys(steps, "stopped")
+    shown = nb.cells[5].outputs[0]  # nbqueue.progress() in a kernel: a widget, displayed
+    assert shown["output_type"] == "display_data"
+    assert "application/vnd.jupyter.widget-view+json" in shown["data"]
+    assert shown["data"]["text/plain"].startswith("<ProgressView 500/500")
     panel_output = nb.cells[2].outputs[0]["data"]
     assert "application/vnd.jupyter.widget-view+json" in panel_output
     assert "<svg" in panel_output["text/html"]  # the fallback without a widget manager

@@ -43,3 +43,17 @@ def test_output_of_a_task_goes_to_the_cell_that_sent_it(raw_kernel) -> None:
     assert "printed hello" in kernel.text(sender, "stdout")
     assert "logged hello" in kernel.text(sender, "stderr")
     kernel.run("%worker stop")
+
+
+def test_a_background_cell_prints_under_itself_and_returns_a_handle(raw_kernel) -> None:
+    kernel = raw_kernel
+    kernel.run(SETUP)
+    kernel.run("%worker start -c 1")
+    background = kernel.run(
+        "%%task --background --name job\ngate.wait(30)\nprint('background says hi')\n6 * 7"
+    )
+    assert "application/vnd.jupyter.widget-view+json" in kernel.displayed(background)
+    other = kernel.execute("handle = _\ngate.set()\nprint(handle.get(timeout=30))")
+    kernel.pump(lambda: kernel.idle(other) and "says hi" in kernel.text(background), 60)
+    assert kernel.text(other) == "42\n"
+    kernel.run("%worker stop")
