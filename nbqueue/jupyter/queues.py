@@ -126,12 +126,15 @@ def purge(app: Any, queue: str) -> int:
 
 
 def queue_sizes(app: Any, names: list[str] | None = None) -> dict[str, int]:
-    """Waiting messages per queue: every queue of the in-process broker, else `names`."""
+    """Waiting messages per queue: every queue of the in-process broker, else `names`
+    (default: the default queue and those the app's running workers consume)."""
     space = app.broker.space
     if space is not None:
         sizes = space.sizes()
         return {n: sizes.get(n, 0) for n in names} if names else sizes
-    names = names or [app.conf.task_default_queue]
+    names = names or sorted(
+        {app.conf.task_default_queue, *(q for worker in app.workers for q in worker.queues)}
+    )
     with app.connection() as conn:
         channel = conn.default_channel
         return {name: int(channel._size(name)) for name in names}
