@@ -217,14 +217,10 @@ class NbqueueMagics(Magics):
         return getattr(inspect, command)()
 
     def _events(self, app: Any, args: Any) -> Any:
-        from .monitor import EventLogView
-
-        return EventLogView(app)
+        return self.session.view("events", app)
 
     def _monitor(self, app: Any, args: Any) -> Any:
-        from .monitor import MonitorView
-
-        return MonitorView(app)
+        return self.session.view("monitor", app)
 
     def _peek(self, app: Any, args: Any) -> Any:
         from .queues import peek

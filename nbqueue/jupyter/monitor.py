@@ -246,6 +246,7 @@ class EventLogView:
     def __init__(self, app: Any, *, feed: EventFeed | None = None, size: int = 30) -> None:
         import ipywidgets as widgets
 
+        self.app = app
         self.lines: deque[str] = deque(maxlen=size)
         self._lock = threading.Lock()
         self.log = widgets.HTML()

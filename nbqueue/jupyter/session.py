@@ -39,6 +39,8 @@ class JupyterSession:
         self.revoke_on_interrupt = False
         self._formatters: list[type] = []
         self._panels: weakref.WeakKeyDictionary[Worker, Any] = weakref.WeakKeyDictionary()
+        #: one live monitor and event log per app (re-running the magic shows the same one)
+        self._views: dict[tuple[str, int], Any] = {}
 
     # install / uninstall ------------------------------------------------------------------
     def install(self) -> None:
@@ -62,9 +64,10 @@ class JupyterSession:
         self._formatters.clear()
         self.shell.unobserve(self._on_exit, names="exit_now")
         self.router.detach_all()
-        for panel in list(self._panels.values()):
-            panel.close()
+        for view in [*self._panels.values(), *self._views.values()]:
+            view.close()
         self._panels.clear()
+        self._views.clear()
 
     # apps ---------------------------------------------------------------------------------
     @property
@@ -145,6 +148,16 @@ class JupyterSession:
         panel = self._panels.get(worker)
         if panel is not None:
             panel.refresh()
+
+    def view(self, kind: str, app: App) -> Any:
+        """The app's one live ``"monitor"`` or ``"events"`` view."""
+        from .monitor import EventLogView, MonitorView
+
+        key = (kind, id(app))
+        view = self._views.get(key)
+        if view is None or view.app is not app:
+            view = self._views[key] = (MonitorView if kind == "monitor" else EventLogView)(app)
+        return view
 
     # shutdown -----------------------------------------------------------------------------
     def _on_exit(self, change: Any) -> None:

@@ -164,16 +164,14 @@ def test_events_and_monitor_magics_follow_the_app(shell) -> None:
     run(shell, "%%task add(x, y)\nreturn x + y")
     log = run(shell, "%nbqueue events")
     monitor = run(shell, "%nbqueue monitor")
-    try:
-        run(shell, "%worker start -c 1 --name ev")
-        run(shell, "add.delay(1, 2).get(timeout=30)")
-        wait_for(lambda: "task-succeeded" in log.text(), message="the event log")
-        assert "worker-online ev@" in log.text()
-        wait_for(lambda: "SUCCESS" in monitor.tasks.value, message="the monitor's task table")
-        assert "ev@" in monitor.workers.value and "alive" in monitor.workers.value
-    finally:
-        log.close()
-        monitor.close()
+    assert run(shell, "%nbqueue monitor") is monitor  # one live monitor per app
+    run(shell, "%worker start -c 1 --name ev")
+    run(shell, "add.delay(1, 2).get(timeout=30)")
+    wait_for(lambda: "task-succeeded" in log.text(), message="the event log")
+    assert "worker-online ev@" in log.text()
+    wait_for(lambda: "SUCCESS" in monitor.tasks.value, message="the monitor's task table")
+    assert "ev@" in monitor.workers.value and "alive" in monitor.workers.value
+    # unloading the extension (the fixture does) closes them and stops the monitor's ticks
 
 
 @pytest.mark.parametrize("line", ["%worker status", "%nbqueue peek"])
