@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from typing import Any
 
 import ipywidgets as widgets
@@ -72,8 +73,18 @@ class ProgressView:
             self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the finished result is drawn; False if `timeout` passed first."""
-        return self._done.wait(timeout)
+        """Wait until the finished result is drawn; False if `timeout` passed first.
+
+        Waits in short slices so a kernel interrupt (a signal another thread may have
+        received) stops the wait.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._done.wait(0.5 if remaining is None else min(remaining, 0.5))
+        return True
 
     def snapshot(self) -> Snapshot:
         return self.model.snapshot()

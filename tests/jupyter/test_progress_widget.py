@@ -111,6 +111,7 @@ def test_fallbacks_for_front_ends_without_widgets(app) -> None:
     result = nbqueue.group(inc.s(i) for i in range(3)).apply_async()
     view = ProgressView(result)  # no worker: nothing done yet
     try:
+        assert view.wait(0.05) is False
         bundle = view._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
         assert bundle["text/plain"].startswith("<ProgressView 0/3")
