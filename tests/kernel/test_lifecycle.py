@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
 SETUP = """
@@ -59,12 +60,15 @@ def test_shutdown_stops_workers_and_returns_unacked_messages(
     )
     assert kernel.text(reserved) == "4\n"  # prefetched: unacknowledged in Redis
     client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+    client.set("nbqueue-test-sentinel", 1)
     try:
         assert client.hlen("unacked") == 4
         began = time.monotonic()
         kernel.km.shutdown_kernel(now=False)
         assert time.monotonic() - began < 15, "the kernel shut down without hanging"
         assert not kernel.km.is_alive()
+        if not client.exists("nbqueue-test-sentinel"):  # only on a shared developer machine
+            pytest.skip(f"another process flushed Redis db {redis_db} during the test")
         buckets = ["celery", *(f"celery\x06\x16{p}" for p in (3, 6, 9))]  # kombu's priorities
         waiting = sum(client.llen(key) for key in buckets)
         assert waiting == 5, "the four reserved and the one never fetched are back"
