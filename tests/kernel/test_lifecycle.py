@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 
@@ -63,10 +61,9 @@ def test_shutdown_stops_workers_and_returns_unacked_messages(
     client.set("nbqueue-test-sentinel", 1)
     try:
         assert client.hlen("unacked") == 4
-        began = time.monotonic()
+        process = kernel.km.provisioner.process
         kernel.km.shutdown_kernel(now=False)
-        assert time.monotonic() - began < 15, "the kernel shut down without hanging"
-        assert not kernel.km.is_alive()
+        assert process.poll() == 0, "the kernel exited by itself, neither terminated nor killed"
         if not client.exists("nbqueue-test-sentinel"):  # only on a shared developer machine
             pytest.skip(f"another process flushed Redis db {redis_db} during the test")
         buckets = ["celery", *(f"celery\x06\x16{p}" for p in (3, 6, 9))]  # kombu's priorities
