@@ -159,6 +159,7 @@ class NbqueueMagics(Magics):
                 hostname=hostname,
                 autoscale=autoscale,
             )
+            self.session.panel(worker)  # watching before the start: it times every step
             return worker.start()
         except (ValueError, NbqueueError) as exc:  # bad options, or a step that failed
             raise UsageError(f"the worker did not start: {exc}") from None

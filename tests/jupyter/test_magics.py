@@ -92,6 +92,8 @@ def test_worker_start_does_not_duplicate_and_stop_stops(shell, capsys) -> None:
     app = shell.user_ns["app"]
     assert app.workers == [worker]
     assert shell.user_ns["_"] is worker  # the cell's value: shown as the worker panel
+    panel = shell.magics_manager.registry["NbqueueMagics"].session.panel(worker)
+    assert "started in" in panel.steps["tasks"].value  # it watched the start
     run(shell, "%worker status")
     assert "teach@" in capsys.readouterr().out
     run(shell, "%worker stop teach")
