@@ -15,7 +15,16 @@ from typing import Any
 from .. import states
 from ..protocol import saferepr
 
-__all__ = ["Event", "EventFeed", "EventHandler", "signal_feed"]
+__all__ = [
+    "Event",
+    "EventFeed",
+    "EventHandler",
+    "app_feed",
+    "combined",
+    "receiver_feed",
+    "signal_feed",
+    "worker_heartbeat",
+]
 
 Event = dict[str, Any]
 EventHandler = Callable[[Event], None]
@@ -110,3 +119,40 @@ def _worker_event(type_: str, worker: Any) -> Event:
 def worker_heartbeat(worker: Any) -> Event:
     """A ``worker-heartbeat`` for a running in-process worker (seen directly, not over the wire)."""
     return _worker_event("worker-heartbeat", worker)
+
+
+def receiver_feed(app: Any) -> EventFeed:
+    """A feed of the events on `app`'s broker (``celeryev``): every worker, in any process.
+
+    Needs the app's events receiver (``app.events``); its thread runs while subscribed.
+    """
+
+    def subscribe(handler: EventHandler) -> Callable[[], None]:
+        receiver = app.events.Receiver(handlers={"*": handler})
+        receiver.start()
+        return receiver.stop
+
+    return subscribe
+
+
+def combined(*feeds: EventFeed) -> EventFeed:
+    """One feed made of several (a monitor folds repeated events idempotently)."""
+
+    def subscribe(handler: EventHandler) -> Callable[[], None]:
+        removers = [feed(handler) for feed in feeds]
+
+        def unsubscribe() -> None:
+            for remove in reversed(removers):
+                remove()
+
+        return unsubscribe
+
+    return subscribe
+
+
+def app_feed(app: Any) -> EventFeed:
+    """What the monitor and event log follow: the app's signals (its in-process workers)
+    and, where the app has an events receiver, the broker's events from every worker."""
+    if hasattr(type(app), "events"):
+        return combined(signal_feed(app), receiver_feed(app))
+    return signal_feed(app)

@@ -196,9 +196,12 @@ class NbqueueMagics(Magics):
     @magic_arguments()
     @argument("command", choices=["inspect", "events", "peek", "purge", "monitor"])
     @argument("arg", nargs="?", help="inspect: the command; peek/purge: the queue")
+    @argument("extra", nargs="*", help="inspect: the command's arguments (query_task IDs)")
     @argument("--app", help="notebook variable holding the App")
     @argument("--timeout", type=float, default=1.0, help="inspect: seconds to wait for replies")
+    @argument("-d", "--destination", help="inspect: comma-separated worker names")
     @argument("-n", "--limit", type=int, help="peek: show at most this many messages")
+    @argument("--broker", action="store_true", help="events: from the broker, every worker")
     @line_magic
     def nbqueue(self, line: str) -> Any:
         """``%nbqueue inspect CMD | events | monitor | peek QUEUE | purge QUEUE``."""
@@ -211,14 +214,19 @@ class NbqueueMagics(Magics):
         command = args.arg or "ping"
         if command not in INSPECT_COMMANDS:
             raise UsageError(f"inspect {command!r}: use one of {', '.join(INSPECT_COMMANDS)}")
+        options: dict[str, Any] = {"timeout": args.timeout}
+        if args.destination:
+            options["destination"] = [d.strip() for d in args.destination.split(",") if d]
         try:
-            inspect = app.control.inspect(timeout=args.timeout)
+            inspect = app.control.inspect(**options)
         except ImportError as exc:
             raise UsageError(f"remote control is not available in this build: {exc}") from None
-        return getattr(inspect, command)()
+        return getattr(inspect, command)(*args.extra)
 
     def _events(self, app: Any, args: Any) -> Any:
-        return self.session.view("events", app)
+        if args.broker and not hasattr(type(app), "events"):
+            raise UsageError("--broker needs the events receiver, not in this build")
+        return self.session.view("broker-events" if args.broker else "events", app)
 
     def _monitor(self, app: Any, args: Any) -> Any:
         return self.session.view("monitor", app)

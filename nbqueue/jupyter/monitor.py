@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import states
-from .feeds import Event, EventFeed, signal_feed, worker_heartbeat
+from .feeds import Event, EventFeed, app_feed, worker_heartbeat
 from .queues import queue_sizes
 from .throttle import Throttle
 
@@ -142,8 +142,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 class MonitorView:
     """A live monitor of an app: queue depths, workers (alive from heartbeats), recent tasks.
 
-    ``feed`` gives events (default: the app's own signals); in-process workers of the app
-    are also seen directly, once a `tick` (each second, on a thread this view owns).
+    ``feed`` gives events (default: `app_feed`); in-process workers of the app are also
+    seen directly, once a `tick` (each second, on a thread this view owns).
     """
 
     def __init__(
@@ -166,7 +166,7 @@ class MonitorView:
         self.tasks = widgets.HTML()
         self.widget = widgets.VBox([self.queues, self.workers, self.tasks])
         self._throttle = Throttle(self._redraw, rate=rate, name="nbqueue-monitor")
-        self._unsubscribe = (feed or signal_feed(app))(self._on_event)
+        self._unsubscribe = (feed or app_feed(app))(self._on_event)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         if tick:
@@ -241,7 +241,11 @@ class MonitorView:
 
 
 class EventLogView:
-    """``%nbqueue events``: the last `size` events, newest last, live."""
+    """``%nbqueue events``: the last `size` events, newest last, live.
+
+    ``feed`` defaults to the app's signals (its in-process workers, every task event);
+    ``%nbqueue events --broker`` follows the broker's events instead (every worker).
+    """
 
     def __init__(self, app: Any, *, feed: EventFeed | None = None, size: int = 30) -> None:
         import ipywidgets as widgets
@@ -252,7 +256,7 @@ class EventLogView:
         self.log = widgets.HTML()
         self.widget = self.log
         self._throttle = Throttle(self._redraw, name="nbqueue-events")
-        self._unsubscribe = (feed or signal_feed(app))(self._on_event)
+        self._unsubscribe = (feed or app_feed(app))(self._on_event)
         self._throttle.flush()
 
     def _on_event(self, event: Event) -> None:

@@ -150,13 +150,20 @@ class JupyterSession:
             panel.refresh()
 
     def view(self, kind: str, app: App) -> Any:
-        """The app's one live ``"monitor"`` or ``"events"`` view."""
+        """The app's one live ``"monitor"``, ``"events"`` or ``"broker-events"`` view."""
+        from .feeds import receiver_feed
         from .monitor import EventLogView, MonitorView
 
         key = (kind, id(app))
         view = self._views.get(key)
         if view is None or view.app is not app:
-            view = self._views[key] = (MonitorView if kind == "monitor" else EventLogView)(app)
+            if kind == "monitor":
+                view = MonitorView(app)
+            elif kind == "broker-events":
+                view = EventLogView(app, feed=receiver_feed(app))
+            else:
+                view = EventLogView(app)
+            self._views[key] = view
         return view
 
     # shutdown -----------------------------------------------------------------------------

@@ -144,20 +144,27 @@ def test_inspect_calls_the_apps_remote_control(shell) -> None:
     run(shell, "import nbqueue\napp = nbqueue.App('insp')")
 
     class Inspect:
-        def __init__(self, timeout):
-            self.timeout = timeout
+        def __init__(self, **options):
+            self.options = options
 
         def ping(self):
-            return {"w@h": {"ok": "pong"}, "timeout": self.timeout}
+            return {"w@h": {"ok": "pong"}, **self.options}
+
+        def query_task(self, *ids):
+            return {"w@h": {task_id: ["active", {}] for task_id in ids}}
 
     class Control:
-        def inspect(self, timeout):
-            return Inspect(timeout)
+        def inspect(self, **options):
+            return Inspect(**options)
 
     shell.user_ns["app"]._control = Control()
-    assert run(shell, "%nbqueue inspect ping --timeout 2.5") == {
+    assert run(shell, "%nbqueue inspect ping --timeout 2.5 -d a@h,b@h") == {
         "w@h": {"ok": "pong"},
         "timeout": 2.5,
+        "destination": ["a@h", "b@h"],
+    }
+    assert run(shell, "%nbqueue inspect query_task id1 id2") == {
+        "w@h": {"id1": ["active", {}], "id2": ["active", {}]}
     }
 
 
@@ -207,3 +214,15 @@ def test_peek_on_redis_reads_the_priority_lists_in_delivery_order(shell, redis_u
     assert listing.messages[0].headers["task"] == "__main__.add"
     run(shell, "%nbqueue purge celery")
     assert len(run(shell, "%nbqueue peek celery")) == 0
+
+
+def test_events_from_the_broker_show_every_workers_events(shell) -> None:
+    pytest.importorskip("nbqueue.events", reason="the events receiver (branch cluster)")
+    run(shell, "import nbqueue\napp = nbqueue.App('wire')")
+    run(shell, "%%task add(x, y)\nreturn x + y")
+    log = run(shell, "%nbqueue events --broker")
+    assert log is not run(shell, "%nbqueue events")
+    run(shell, "w = app.worker(concurrency=1, hostname='wire@h', send_events=True).start()")
+    run(shell, "add.delay(1, 2).get(timeout=30)")
+    wait_for(lambda: "task-succeeded wire@h" in log.text(), timeout=30, message="wire events")
+    run(shell, "w.stop()")

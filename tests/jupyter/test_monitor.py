@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from nbqueue.jupyter.feeds import combined, receiver_feed
 from nbqueue.jupyter.monitor import MonitorModel, MonitorView
 from tests.helpers import wait_for
 
@@ -88,5 +91,39 @@ def test_in_process_workers_are_seen_directly_and_ticks_stop(app) -> None:
         with app.worker(concurrency=1, hostname="local@here"):
             wait_for(lambda: "local@here</td><td>alive" in view.workers.value, message="alive")
         wait_for(lambda: "local@here</td><td>offline" in view.workers.value, message="offline")
+    finally:
+        view.close()
+
+
+def test_feeds_combine_and_unsubscribe_in_reverse() -> None:
+    calls: list[str] = []
+
+    def feed(name):
+        def subscribe(handler):
+            handler({"type": f"worker-online-{name}"})
+            return lambda: calls.append(f"off {name}")
+
+        return subscribe
+
+    seen: list[str] = []
+    unsubscribe = combined(feed("a"), feed("b"))(lambda e: seen.append(e["type"]))
+    unsubscribe()
+    assert seen == ["worker-online-a", "worker-online-b"]
+    assert calls == ["off b", "off a"]
+
+
+def test_the_monitor_follows_broker_events_of_any_worker(app) -> None:
+    pytest.importorskip("nbqueue.events", reason="the events receiver (branch cluster)")
+
+    @app.task(name="add")
+    def add(x, y):
+        return x + y
+
+    view = MonitorView(app, feed=receiver_feed(app), tick=None)  # broker events only
+    try:
+        with app.worker(concurrency=1, hostname="remote@far", send_events=True):
+            add.delay(1, 2).get(timeout=30)
+            wait_for(lambda: "remote@far</td><td>alive" in view.workers.value, timeout=30)
+            wait_for(lambda: "SUCCESS" in view.tasks.value, timeout=30, message="task event")
     finally:
         view.close()
