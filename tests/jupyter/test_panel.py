@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import nbqueue
-from nbqueue.bootsteps import Step
+from nbqueue.bootsteps import Step, layers
 from nbqueue.jupyter.panel import WorkerPanel
 from tests.helpers import wait_for
 
@@ -42,7 +42,9 @@ def test_every_step_follows_the_worker_from_start_to_stop(app) -> None:
         assert {"timer", "hub", "pool", "consumer", "connection", "tasks"} <= set(names)
         assert _state(panel, "sidecar") == "disabled"
         worker.start()
-        running = [n for n in names if n != "sidecar"]
+        disabled = {r["name"] for r in worker.blueprint.describe() if r["state"] == "disabled"}
+        assert "sidecar" in disabled and "probe" not in disabled
+        running = [n for n in names if n not in disabled]
         wait_for(lambda: all(_state(panel, n) == "running" for n in running), message="running")
         assert _state(panel, "sidecar") == "disabled"
         assert "#eaeef2" in panel.steps["sidecar"].value  # greyed
@@ -60,15 +62,24 @@ def test_steps_are_laid_out_by_dependency_depth(app) -> None:
     worker = app.worker()
     panel = WorkerPanel(worker)
     try:
-        worker_row, consumer_row = panel.graph.children
-        columns = [[c.value for c in column.children] for column in worker_row.children[1:]]
-        order = [[re.search(r'data-step="(\w+)"', v).group(1) for v in col] for col in columns]
-        assert order == [["timer"], ["hub"], ["pool"], ["consumer"]]
-        columns = [[c.value for c in column.children] for column in consumer_row.children[1:]]
-        order = [[re.search(r'data-step="(\w+)"', v).group(1) for v in col] for col in columns]
-        assert order == [["connection"], ["tasks"]]
+        rows = worker.blueprint.describe()
+        for line, blueprint in zip(panel.graph.children, ("worker", "consumer"), strict=True):
+            bp_rows = [r for r in rows if r["blueprint"] == blueprint]
+            depth = layers(bp_rows)
+            columns = [[_name(c.value) for c in column.children] for column in line.children[1:]]
+            assert sorted(n for column in columns for n in column) == sorted(depth)
+            for column_index, column in enumerate(columns):
+                assert {depth[name] for name in column} == {column_index}
+            for row in bp_rows:  # what a step requires sits in a column to its left
+                assert all(depth[dep] < depth[row["name"]] for dep in row["requires"])
+        first_columns = [_name(c.value) for c in panel.graph.children[0].children[1].children]
+        assert "timer" in first_columns
     finally:
         panel.close()
+
+
+def _name(value: str) -> str:
+    return re.search(r'data-step="(\w+)"', value).group(1)
 
 
 def test_counts_and_buttons(app) -> None:
