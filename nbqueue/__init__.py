@@ -43,6 +43,7 @@ def progress(result: ResultBase, *, timeout: float | None = None) -> Any:
     return _progress_model.show_in_terminal(result, timeout=timeout)
 
 
+# IPython's extension hooks (found by name, not part of `__all__`)
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbqueue``: the magics and widgets of `nbqueue.jupyter`, imported now."""
     from .jupyter import load_ipython_extension as load
@@ -71,11 +72,9 @@ __all__ = [
     "chunks",
     "exceptions",
     "group",
-    "load_ipython_extension",
     "progress",
     "signature",
     "states",
-    "unload_ipython_extension",
     "xmap",
     "xstarmap",
 ]
