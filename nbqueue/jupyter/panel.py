@@ -125,9 +125,14 @@ class WorkerPanel:
     def header_html(self) -> str:
         worker = self.worker
         options = worker.options
-        pool = f"pool {html.escape(options.pool)} × {worker.steps['pool'].pool.size}"
-        if options.autoscale:
-            pool += f" (autoscale {options.autoscale[1]}–{options.autoscale[0]})"
+        size = worker.steps["pool"].info().get("max-concurrency", options.concurrency)
+        pool = f"pool {html.escape(options.pool)} × {size}"
+        if options.autoscale:  # the autoscaler's live bounds where it runs, else the options
+            scaler = worker.steps.get("autoscaler")
+            bounds = scaler.info() if scaler is not None else {}
+            low = bounds.get("min", options.autoscale[1])
+            high = bounds.get("max", options.autoscale[0])
+            pool += f" (autoscale {low}–{high})"
         return (
             f"<b>nbqueue worker</b> <code>{html.escape(worker.hostname)}</code> "
             f"<b>{html.escape(worker.status)}</b> · {pool} · "

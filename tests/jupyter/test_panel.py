@@ -114,3 +114,13 @@ def test_text_and_html_fallbacks(app) -> None:
         assert "<svg" in bundle["text/html"]
     finally:
         panel.close()
+
+
+def test_the_header_shows_pool_size_and_autoscale_bounds(app) -> None:
+    worker = app.worker(autoscale=(6, 2))
+    panel = WorkerPanel(worker)
+    try:
+        assert "autoscale 2–6" in panel.header.value
+        assert "pool threads × " in panel.header.value
+    finally:
+        panel.close()
