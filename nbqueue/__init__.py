@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from . import exceptions, states
+from . import progress as _progress_model  # loaded first, so `progress` below stays a function
 from .app import App
 from .bootsteps import Step
 from .canvas import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
@@ -39,9 +40,22 @@ def progress(result: ResultBase, *, timeout: float | None = None) -> Any:
             pass
         else:
             return show(result)
-    from .progress import show_in_terminal
+    return _progress_model.show_in_terminal(result, timeout=timeout)
 
-    return show_in_terminal(result, timeout=timeout)
+
+# IPython's extension hooks (found by name, not part of `__all__`)
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbqueue``: the magics and widgets of `nbqueue.jupyter`, imported now."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbqueue``."""
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(ipython)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -49,8 +50,10 @@ def _leaves(result: ResultBase) -> tuple[list[str], str | None]:
 class Progress:
     """Counts of a result's tasks, kept current by the backend's notifications."""
 
-    def __init__(self, result: ResultBase) -> None:
+    def __init__(self, result: ResultBase, *, on_change: Callable[[], None] | None = None) -> None:
         self.result = result
+        #: called (from whichever thread stored the state) after each change it counts
+        self.on_change = on_change
         backend = result.app.backend
         self.backend = backend
         self.ids, self.body_id = _leaves(result)
@@ -61,7 +64,9 @@ class Progress:
         self.started = time.monotonic()
         self._remove = backend.add_listener(self._on_state)
         for task_id in self._watched:  # what was stored before we listened
-            self._metas[task_id] = backend.get_meta(task_id)
+            meta = backend.get_meta(task_id)
+            with self._cond:  # a state the listener already delivered is newer than `meta`
+                self._metas.setdefault(task_id, meta)
 
     def _on_state(self, task_id: str, meta: dict[str, Any]) -> None:
         if task_id in self._watched:
@@ -69,6 +74,8 @@ class Progress:
                 self._metas[task_id] = meta
                 self._version += 1
                 self._cond.notify_all()
+            if self.on_change is not None:
+                self.on_change()
 
     def snapshot(self) -> Snapshot:
         with self._cond:

@@ -237,7 +237,10 @@ class Backend:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"task {task_id} not ready after {timeout} s")
-            found = self._wait(task_id, remaining, meta)
+            # wake at least every `interval` s: a Ctrl-C (or kernel interrupt) that another
+            # thread received runs its handler only when the main thread wakes up
+            pause = interval if remaining is None else min(remaining, interval)
+            found = self._wait(task_id, pause, meta)
             if found is not None:
                 meta = found
         return meta
