@@ -322,7 +322,10 @@ def on_chord_part_return(app: Any, ctx: Context, state: str, value: Any) -> None
     body = signature(ctx.chord, app=app)
     failed = next(((tid, val) for tid, st, val in parts if st != states.SUCCESS), None)
     if failed is None:
-        body.apply_async(([val for _, _, val in parts],), parent_id=ctx.id, root_id=ctx.root_id)
+        try:
+            body.apply_async(([val for _, _, val in parts],), parent_id=ctx.id, root_id=ctx.root_id)
+        finally:
+            app.backend.on_chord_body_applied(ctx.group)
         return
     task_id, reason = failed
     error = ChordError(f"Dependency {task_id} raised {reason!r}")

@@ -13,17 +13,20 @@ from . import serialization, transports
 from .exceptions import BrokerError
 from .protocol import TaskMessage, new_id
 from .routing import Route
-from .transports import memory
+from .transports import fakeredis, memory
 
 __all__ = ["Broker", "resolve_broker_url"]
 
 
 def resolve_broker_url(url: str, default_namespace: str) -> str:
-    """Map ``memory://[name]`` onto nbqueue's in-process transport; pass others through."""
+    """Map ``memory://[name]`` onto nbqueue's in-process transport and ``redis://`` onto
+    ``nbredis://`` (kombu's Redis transport, one client per channel); pass others through."""
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         name = rest.strip("/") or default_namespace
         return f"{transports.MEMORY_SCHEME}://{name}"
+    if scheme == "redis":
+        return f"{transports.REDIS_SCHEME}://{rest}"
     return url
 
 
@@ -40,6 +43,12 @@ class Broker:
         # the in-process namespace, held so it lives as long as the app (and for the fast path)
         self.space = (
             memory.namespace(memory.namespace_name(self.connection())) if self.is_memory else None
+        )
+        # an in-process fake Redis lives as long as someone holds it: the app does
+        self.fake_server = (
+            fakeredis.server_for_url(url)[0]
+            if url.startswith(f"{transports.FAKEREDIS_SCHEME}://")
+            else None
         )
 
     @property

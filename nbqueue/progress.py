@@ -61,6 +61,7 @@ class Progress:
         self.started = time.monotonic()
         self._remove = backend.add_listener(self._on_state)
         for task_id in self._watched:  # what was stored before we listened
+            backend.watch(task_id)
             self._metas[task_id] = backend.get_meta(task_id)
 
     def _on_state(self, task_id: str, meta: dict[str, Any]) -> None:

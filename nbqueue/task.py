@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import random
 import sys
@@ -404,6 +403,6 @@ def build_task_class(
         "__qualname__": fn.__qualname__,
         "__wrapped__": staticmethod(fn),
     }
-    cls = type(fn.__name__, (base,), attrs)
-    functools.update_wrapper(cls, fn, assigned=("__doc__",), updated=())
-    return cls
+    # not functools.update_wrapper: it would replace the staticmethod ``__wrapped__`` with
+    # the bare function, which instances then bind (and cloudpickle drags the task along)
+    return type(fn.__name__, (base,), attrs)
