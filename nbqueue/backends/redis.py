@@ -157,8 +157,8 @@ class RedisBackend(Backend):
         self.listener.watch(task_id)
 
     def watch(self, task_id: str) -> None:
-        """Have listeners told of every state `task_id` goes through (subscribes)."""
-        self.listener.watch(task_id)
+        """Have listeners told of every later state of `task_id` (subscribed on return)."""
+        self.listener.watch(task_id).confirmed.wait(_CONFIRM_WAIT)
 
     # storage primitives ------------------------------------------------------------------
     def _get(self, task_id: str) -> dict[str, Any] | None:
@@ -256,8 +256,8 @@ class RedisBackend(Backend):
         payload = self.codec.encode({"result": result.as_tuple()})
         ttl = self._ttl()
         with self._errors(f"save group {group_id}"), self.client.pipeline() as pipe:
-            if ttl:
-                pipe.setex(key, max(1, math.ceil(ttl)), payload)
+            if ttl:  # Celery's SETEX (redis-py deprecates its setex(), not the command)
+                pipe.execute_command("SETEX", key, max(1, math.ceil(ttl)), payload)
             else:
                 pipe.set(key, payload)
             pipe.publish(key, payload)

@@ -107,13 +107,15 @@ class _Cycle:
 
     def __init__(self) -> None:
         self.after_read: set[Any] = set()
-        self.channels: set[Any] = set()
+        self.channels: list[Any] = []  # a list: the order the channels take turns in
 
     def add(self, channel: Any) -> None:
-        self.channels.add(channel)
+        if channel not in self.channels:
+            self.channels.append(channel)
 
     def discard(self, channel: Any) -> None:
-        self.channels.discard(channel)
+        if channel in self.channels:
+            self.channels.remove(channel)
 
     def _on_connection_disconnect(self, connection: Any) -> None:
         pass
@@ -207,6 +209,7 @@ class Transport(nb_redis.Transport):
             options.get("unacked_restore_interval", Channel.unacked_restore_interval)
         )
         self._next_restore = monotonic()
+        self._next_channel = 0
 
     def driver_version(self) -> str:
         return fakeredis.__version__
@@ -248,10 +251,14 @@ class Transport(nb_redis.Transport):
             self._waker.wait(None if wait is None else max(wait, 0.0))
 
     def _deliver_one(self) -> bool:
-        for channel in list(self.cycle.channels):
-            if channel.active_fanout_queues and channel._listen(self._waker):
-                return True
-            if channel.active_queues and channel.qos.can_consume() and channel._pop_ready():
+        """Deliver one message, the channels taking turns (none starves another)."""
+        channels = list(self.cycle.channels)
+        for turn in range(len(channels)):
+            channel = channels[(self._next_channel + turn) % len(channels)]
+            if (channel.active_fanout_queues and channel._listen(self._waker)) or (
+                channel.active_queues and channel.qos.can_consume() and channel._pop_ready()
+            ):
+                self._next_channel += turn + 1
                 return True
         return False
 
