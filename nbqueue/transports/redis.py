@@ -78,6 +78,7 @@ class Channel(kombu_redis.Channel):
             except (*self.connection_errors, self.ResponseError):
                 pass  # then the BRPOP's reply comes when it times out, as in kombu
         super().close()
+        self._disconnect_pools()  # the pool kombu's restore-at-close opened after its own
 
 
 class Transport(kombu_redis.Transport):
