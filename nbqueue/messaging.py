@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kombu import Connection, Exchange, Producer
+from kombu.exceptions import OperationalError
 
 from . import serialization, transports
 from .exceptions import BrokerError
@@ -72,7 +73,7 @@ class Broker:
         conn = self.connection()
         try:
             channel = conn.default_channel
-        except conn.connection_errors as exc:
+        except (*conn.connection_errors, OperationalError) as exc:  # kombu wraps them
             conn.release()
             raise BrokerError(f"cannot connect to broker {conn.as_uri()}: {exc}") from exc
         return Producer(channel, exchange=Exchange(""), auto_declare=False)
@@ -155,7 +156,9 @@ class Broker:
                 )
                 declared.add(route.queue.name)
             except (
-                producer.connection.connection_errors + producer.connection.channel_errors
+                *producer.connection.connection_errors,
+                *producer.connection.channel_errors,
+                OperationalError,  # what kombu raises once its publish retries are spent
             ) as exc:
                 raise BrokerError(
                     f"could not publish task {message.name}[{message.id}] to "

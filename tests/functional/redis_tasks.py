@@ -25,10 +25,6 @@ def gated(key: str, i: int) -> int:
     return i
 
 
-def delivery(self: Any) -> dict[str, Any]:
-    return dict(self.request.delivery_info)
-
-
 def tsum(values: list[int]) -> int:
     return sum(values)
 
@@ -38,6 +34,5 @@ def register(app: Any) -> dict[str, Any]:
     return {
         "add": app.task(name="redis_tasks.add")(add),
         "gated": app.task(name="redis_tasks.gated")(gated),
-        "delivery": app.task(name="redis_tasks.delivery", bind=True)(delivery),
         "tsum": app.task(name="redis_tasks.tsum")(tsum),
     }
