@@ -186,20 +186,24 @@ class ResultListener:
         return bool(readable)
 
     def _read_available(self, conn: Any) -> None:
-        messages = []
+        messages: list[tuple[str, bytes]] = []
+        done: list[bytes] = []  # channels whose task is ready: unsubscribed in one command
         with self._lock:
             while self._conn is conn and conn.can_read(timeout=0):
-                found = self._handle(conn.read_response())
+                found = self._handle(conn.read_response(), done)
                 if found is not None:
                     messages.append(found)
+            if done and self._conn is conn:
+                self._send("UNSUBSCRIBE", *done)
         for task_id, raw in messages:
             try:
                 self._on_message(task_id, raw)
             except Exception:
                 logger.exception("%s: result listener failed for %s", self.name, task_id)
 
-    def _handle(self, reply: Any) -> tuple[str, bytes] | None:
-        """Act on one reply (lock held); a result message is returned for the backend."""
+    def _handle(self, reply: Any, done: list[bytes]) -> tuple[str, bytes] | None:
+        """Act on one reply (lock held); a result message is returned for the backend, and
+        the channel of a ready task is added to `done`."""
         if not isinstance(reply, list) or len(reply) < 3:
             return None
         kind, channel = reply[0], reply[1]
@@ -221,7 +225,7 @@ class ResultListener:
             if _ready_state(raw):
                 del self._pending[task_id]
                 self._remember(task_id, raw)
-                self._send("UNSUBSCRIBE", channel)
+                done.append(channel)
             return task_id, raw
         return None
 
