@@ -19,7 +19,7 @@ import base64
 from typing import Any
 
 from .. import serialization
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, DecodeError
 
 __all__ = ["MARKER", "MetaCodec"]
 
@@ -93,7 +93,7 @@ class MetaCodec:
         """A stored meta, with markers turned back into values and Celery's defaults filled."""
         meta = serialization.loads(raw, serialization.JSON, accept=_JSON_ONLY)
         if not isinstance(meta, dict):
-            raise ValueError(f"a result meta is a JSON object, not {type(meta).__name__}")
+            raise DecodeError(f"a result meta is a JSON object, not {type(meta).__name__}")
         meta = {k: self.unpack(v) for k, v in meta.items()}
         meta.setdefault("result", None)
         meta.setdefault("traceback", None)

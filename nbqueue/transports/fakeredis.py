@@ -7,8 +7,9 @@ scripts — against a `fakeredis.FakeServer` looked up by *name* in this process
 broker and a result backend, or a Celery app, can share one).
 
 What differs is only how a consumer waits. kombu's poller needs real sockets (fakeredis
-has none), so `Transport.drain_events` pops with one non-blocking ``LMPOP`` over the same
-keys in the same order as kombu's ``BRPOP`` and, when nothing is there, sleeps on an event
+has none), so `Transport.drain_events` pops without blocking — the `nbqueue.transports.redis`
+fetch script (or ``LMPOP`` with a ``global_keyprefix``) over the same keys in the same order
+as kombu's ``BRPOP`` — and, when nothing is there, sleeps on an event
 set by the fake server itself: a database change callback (any write, an ack freeing
 prefetch room) and the pub/sub socket's response events. `Transport.wakeup` interrupts the
 wait from another thread (the worker's loop uses it to run scheduled calls at once).
@@ -135,7 +136,10 @@ class Channel(nb_redis.Channel):
         return connection_pool(fake, db, max_connections=self.max_connections)
 
     def _pop_ready(self) -> bool:
-        """Deliver one waiting message, in the order kombu's BRPOP would; True if one was."""
+        """Deliver what is waiting (up to the prefetch room), in the order kombu's BRPOP
+        would; True if anything was."""
+        if self.scripted_acks:  # popped and recorded as unacked in one script
+            return self._fetch() > 0
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return False

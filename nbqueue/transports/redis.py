@@ -43,6 +43,8 @@ from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads
 from kombu.utils.objects import cached_property
 
+from ..protocol import new_id
+
 __all__ = ["Channel", "QoS", "Transport"]
 
 #: KEYS: unacked_index, unacked  ARGV: tag, delivery time, [envelope, exchange, routing_key]
@@ -171,13 +173,14 @@ class Channel(kombu_redis.Channel):
             self._fetch()
         return delivered
 
-    def _fetch(self) -> None:
-        """Pop and record (one round trip) as many waiting messages as prefetch allows."""
+    def _fetch(self) -> int:
+        """Pop and record (one round trip) as many waiting messages as prefetch allows;
+        returns how many were delivered."""
         room = self.qos.can_consume_max_estimate()
         room = FETCH_LIMIT if room is None else min(room, FETCH_LIMIT)
         queues = self._queue_cycle.consume(len(self.active_queues))
         if room <= 0 or not queues:
-            return
+            return 0
         keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         popped = self.run_script("fetch", room, time(), keys=tuple(keys))
         for key, item in zip(popped[::2], popped[1::2], strict=True):
@@ -186,6 +189,10 @@ class Channel(kombu_redis.Channel):
             dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             self.connection._deliver(message, dest)
+        return len(popped) // 2
+
+    def _next_delivery_tag(self) -> str:
+        return new_id()  # a uuid4 string like kombu's, without a syscall per message
 
     @cached_property
     def shared_client(self) -> Any:
