@@ -190,7 +190,7 @@ class Task:
             base = type(self).__mro__[1]
             type(self)._blob = cloudpickle.dumps(
                 {
-                    "run": self.__wrapped__,
+                    "run": type(self).__wrapped__,  # the plain function, not bound
                     "bind": self.bind,
                     "options": self._options,
                     "base": None if base is Task else base,
@@ -403,6 +403,4 @@ def build_task_class(
         "__qualname__": fn.__qualname__,
         "__wrapped__": staticmethod(fn),
     }
-    # not functools.update_wrapper: it would replace the staticmethod ``__wrapped__`` with
-    # the bare function, which instances then bind (and cloudpickle drags the task along)
     return type(fn.__name__, (base,), attrs)

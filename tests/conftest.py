@@ -61,24 +61,6 @@ def redis_server() -> str:
 
 _db_lock = threading.Lock()
 _free_dbs = list(range(8, 16))
-#: leases on databases 8-15, shared by every test process on this Redis (db 7 holds them):
-#: two test runs at the same time never flush each other's database
-_LEASE_DB, _LEASE_TTL = 7, 600
-
-
-def _lease(client: object, token: str, timeout: float = 60.0) -> int:
-    """A database no other test process holds, leased under `token` (waits for one)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        with _db_lock:
-            for db in list(_free_dbs):
-                if client.set(f"nbqueue-test-lease:{db}", token, nx=True, ex=_LEASE_TTL):
-                    _free_dbs.remove(db)
-                    return db
-        if time.monotonic() > deadline:
-            pytest.fail("no free Redis test database (8-15) within 60 s")
-        pause.wait(0.1)
 
 
 @pytest.fixture
@@ -86,9 +68,8 @@ def redis_db(redis_server: str) -> Iterator[int]:
     """A Redis database number of our own, flushed before and after the test."""
     import redis
 
-    leases = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=_LEASE_DB)
-    token = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
-    db = _lease(leases, token)
+    with _db_lock:
+        db = _free_dbs.pop(0)
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
     try:
@@ -96,9 +77,6 @@ def redis_db(redis_server: str) -> Iterator[int]:
     finally:
         client.flushdb()
         client.close()
-        if leases.get(f"nbqueue-test-lease:{db}") == token.encode():
-            leases.delete(f"nbqueue-test-lease:{db}")
-        leases.close()
         with _db_lock:
             _free_dbs.append(db)
 
