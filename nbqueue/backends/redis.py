@@ -214,6 +214,7 @@ class RedisBackend(Backend):
         pending = listener.watch(task_id)
         wait = _CONFIRM_WAIT if timeout is None else min(timeout, _CONFIRM_WAIT)
         pending.confirmed.wait(wait)  # subscribed before the GET: nothing falls in between
+        pending.read_at = pending.generation  # the GET in the base's wait_for
         return super().wait_for(task_id, timeout, interval)
 
     def _wait(
@@ -226,7 +227,6 @@ class RedisBackend(Backend):
         self, task_id: str, pending: Pending, timeout: float | None, seen: dict[str, Any]
     ) -> dict[str, Any] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        generation = pending.generation
         while True:
             pending.event.clear()
             raw = pending.raw
@@ -234,8 +234,8 @@ class RedisBackend(Backend):
                 meta = self.codec.decode(raw)
                 if meta != seen:
                     return meta
-            if pending.generation != generation:  # resubscribed: a message may be lost
-                generation = pending.generation
+            if pending.generation != pending.read_at:  # (re)subscribed since the last read:
+                pending.read_at = pending.generation  # a message may have been missed
                 meta = self._get(task_id)
                 if meta is not None and meta != seen:
                     return meta

@@ -48,13 +48,15 @@ def _ready_state(raw: bytes) -> bool:
 class Pending:
     """One task id being watched: its last message, and an event set on every change."""
 
-    __slots__ = ("confirmed", "event", "generation", "raw", "version")
+    __slots__ = ("confirmed", "event", "generation", "raw", "read_at", "version")
 
     def __init__(self) -> None:
         self.raw: bytes | None = None
         self.version = 0
         #: bumped on every (re)subscription confirmation: re-read the key after it
         self.generation = 0
+        #: the generation the key was last read at (by a waiter)
+        self.read_at = -1
         self.event = threading.Event()
         self.confirmed = threading.Event()
 
