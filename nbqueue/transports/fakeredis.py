@@ -138,7 +138,7 @@ class Channel(nb_redis.Channel):
     def _pop_ready(self) -> bool:
         """Deliver what is waiting (up to the prefetch room), in the order kombu's BRPOP
         would; True if anything was."""
-        if self.scripted_acks:  # popped and recorded as unacked in one script
+        if self.fetching:  # popped and recorded as unacked in one script
             return self._fetch() > 0
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:

@@ -166,10 +166,29 @@ class Channel(kombu_redis.Channel):
         keys = (self.unacked_index_key, self.unacked_key, *keys)
         return self._ack_scripts[name](keys=keys, args=args, client=self.shared_client)
 
+    @cached_property
+    def no_ack_queues(self) -> set[str]:
+        """Queues consumed without acks (pidbox replies...): never recorded as unacked."""
+        return set()
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self.no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    @property
+    def fetching(self) -> bool:
+        """Whether waiting messages may be popped and recorded in one script."""
+        return (
+            self.scripted_acks
+            and not self._closing
+            and not any(q in self.no_ack_queues for q in self.active_queues)
+        )
+
     def _brpop_read(self, **options: Any) -> bool:
         """kombu's BRPOP delivery, then what else is waiting, up to the prefetch room."""
         delivered = super()._brpop_read(**options)
-        if delivered and self.scripted_acks and not self._closing:
+        if delivered and self.fetching:
             self._fetch()
         return delivered
 

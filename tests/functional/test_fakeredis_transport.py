@@ -123,3 +123,19 @@ def test_a_bare_fakeredis_url_is_the_apps_own_server_for_broker_and_backend() ->
     finally:
         one.close()
         two.close()
+
+
+def test_a_consumer_without_acks_leaves_nothing_unacked() -> None:
+    url = "fakeredis://noack/0"
+    raw = _client(url)
+    with Connection(url) as conn:
+        for i in range(5):
+            _publish(conn, i)
+        got: list[object] = []
+        channel = conn.channel()
+        Consumer(channel, [Queue("q")], on_message=got.append, no_ack=True).consume()
+        while len(got) < 5:
+            conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [0, 1, 2, 3, 4]
+        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        channel.close()

@@ -134,3 +134,17 @@ def test_with_a_global_key_prefix_kombus_own_acks_are_used(redis_url: str, raw: 
         got[0].ack()
         assert not raw.exists("team:unacked")
         channel.close()
+
+
+def test_a_consumer_without_acks_leaves_nothing_unacked(url: str, raw: redis.Redis) -> None:
+    with Connection(url) as conn:
+        for i in range(5):
+            _publish(conn, i)
+        got: list[Any] = []
+        channel = conn.channel()
+        Consumer(channel, [Queue("q")], on_message=got.append, no_ack=True).consume()
+        while len(got) < 5:
+            conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [0, 1, 2, 3, 4]
+        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        channel.close()
