@@ -1,4 +1,4 @@
-"""``redis://`` for nbqueue's own connections: kombu's Redis transport, three small changes.
+"""``redis://`` for nbqueue's own connections: kombu's Redis transport, a few small changes.
 
 Keys, envelopes, ack emulation, priorities, visibility timeout and restore are kombu's,
 untouched. What changes is only what an embedded worker needs:
@@ -12,6 +12,10 @@ untouched. What changes is only what an embedded worker needs:
   each instead of a MULTI/EXEC pipeline: the same keys, values and atomicity, about a
   third of the CPU (measured: the pipelines were half of a worker's time per task).
   With ``global_keyprefix`` set, kombu's pipelines are kept (its prefixing knows them).
+* **what is waiting, in one step.** After a BRPOP delivers, the messages still waiting
+  (up to the prefetch room, in BRPOP's key order) are popped *and* recorded as unacked
+  by one script — kombu's records, atomically with the pop. Not for queues consumed
+  without acks. An ack wakes a consumer that stopped polling at its prefetch limit.
 * **a loop that can be woken.** `Transport.wakeup` (another thread) makes a waiting
   ``drain_events`` return at once, through a socket pair registered with kombu's poller,
   so the worker's loop runs scheduled calls (cancel, close) without waiting for a poll.
