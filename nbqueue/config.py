@@ -77,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "result_chord_join_timeout": 3.0,
     "result_chord_retry_interval": 1.0,
     "result_chord_ordered": True,
+    "result_failure_expires": None,  # Celery 5.7: expiry of FAILURE results (else result_expires)
+    "result_chord_expires": None,  # Celery 5.7: expiry of chord join keys (else result_expires)
     # worker
     "worker_concurrency": None,
     "worker_pool": "threads",  # ours: Celery defaults to prefork, which would fork the kernel

@@ -8,22 +8,26 @@ from collections.abc import Iterator
 from typing import Any
 
 from kombu import Connection, Exchange, Producer
+from kombu.exceptions import OperationalError
 
 from . import serialization, transports
 from .exceptions import BrokerError
 from .protocol import TaskMessage, new_id
 from .routing import Route
-from .transports import memory
+from .transports import fakeredis, memory
 
 __all__ = ["Broker", "resolve_broker_url"]
 
 
 def resolve_broker_url(url: str, default_namespace: str) -> str:
-    """Map ``memory://[name]`` onto nbqueue's in-process transport; pass others through."""
+    """Map ``memory://[name]`` onto nbqueue's in-process transport and ``redis://`` onto
+    ``nbredis://`` (kombu's Redis transport, one client per channel); pass others through."""
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
         name = rest.strip("/") or default_namespace
         return f"{transports.MEMORY_SCHEME}://{name}"
+    if scheme == "redis":
+        return f"{transports.REDIS_SCHEME}://{rest}"
     return url
 
 
@@ -40,6 +44,12 @@ class Broker:
         # the in-process namespace, held so it lives as long as the app (and for the fast path)
         self.space = (
             memory.namespace(memory.namespace_name(self.connection())) if self.is_memory else None
+        )
+        # an in-process fake Redis lives as long as someone holds it: the app does
+        self.fake_server = (
+            fakeredis.server_for_url(url)[0]
+            if url.startswith(f"{transports.FAKEREDIS_SCHEME}://")
+            else None
         )
 
     @property
@@ -63,7 +73,7 @@ class Broker:
         conn = self.connection()
         try:
             channel = conn.default_channel
-        except conn.connection_errors as exc:
+        except (*conn.connection_errors, OperationalError) as exc:  # kombu wraps them
             conn.release()
             raise BrokerError(f"cannot connect to broker {conn.as_uri()}: {exc}") from exc
         return Producer(channel, exchange=Exchange(""), auto_declare=False)
@@ -146,7 +156,9 @@ class Broker:
                 )
                 declared.add(route.queue.name)
             except (
-                producer.connection.connection_errors + producer.connection.channel_errors
+                *producer.connection.connection_errors,
+                *producer.connection.channel_errors,
+                OperationalError,  # what kombu raises once its publish retries are spent
             ) as exc:
                 raise BrokerError(
                     f"could not publish task {message.name}[{message.id}] to "

@@ -64,6 +64,7 @@ class Progress:
         self.started = time.monotonic()
         self._remove = backend.add_listener(self._on_state)
         for task_id in self._watched:  # what was stored before we listened
+            backend.watch(task_id)  # a result backend in another process reports it too
             meta = backend.get_meta(task_id)
             with self._cond:  # a state the listener already delivered is newer than `meta`
                 self._metas.setdefault(task_id, meta)

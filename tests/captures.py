@@ -31,3 +31,12 @@ def envelope_body(envelope: dict[str, Any]) -> Any:
     if envelope["properties"].get("body_encoding") == "base64":
         body = base64.b64decode(body)
     return json.loads(body)
+
+
+def load_lines(name: str) -> list[Any]:
+    """A JSON-lines capture (e.g. a decoded Redis MONITOR), one document per line."""
+    for folder in (LOCAL, CAPTURES):
+        path = folder / name
+        if path.exists():
+            return [json.loads(line) for line in path.read_text().splitlines() if line]
+    raise FileNotFoundError(name)

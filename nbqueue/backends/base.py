@@ -251,6 +251,9 @@ class Backend:
     def on_task_call(self, task_id: str) -> None:
         """Called before a task is sent, so a waiter never misses its result."""
 
+    def watch(self, task_id: str) -> None:
+        """Have listeners told of `task_id`'s states even if it was not sent from here."""
+
     # groups ---------------------------------------------------------------------------
     def save_group(self, group_id: str, result: Any) -> None:
         self._set(
@@ -276,6 +279,10 @@ class Backend:
     ) -> list[tuple[str, str, Any]] | None:
         """Add one header result; exactly one caller gets the full, ordered list back."""
         raise NotImplementedError
+
+    def on_chord_body_applied(self, group_id: str) -> None:
+        """Called once the body of chord `group_id` was sent (after `add_chord_part` gave
+        its results), so a backend can release the join's state only then."""
 
     def close(self) -> None:
         """Release connections and threads."""

@@ -343,6 +343,7 @@ class Transport(virtual.Transport):
         self.visibility_timeout = float(options.get("visibility_timeout", 3600.0))
         self._woken = False
         self._next_restore = monotonic()
+        self._next_channel = 0
 
     def driver_version(self) -> str:
         return "1"
@@ -383,9 +384,12 @@ class Transport(virtual.Transport):
                     raise TimeoutError()
 
     def _deliver_one(self) -> bool:
-        """Pop one message from a consumed queue (round robin) and deliver it."""
+        """Pop one message from a consumed queue (round robin over channels and queues)."""
         queues = self.space.queues
-        for channel in self.channels:
+        channels = self.channels
+        first = self._next_channel % len(channels) if channels else 0
+        for turn in range(len(channels)):
+            channel = channels[(first + turn) % len(channels)]
             active = channel._active_queues
             if not active or not channel._consumers or not channel.qos.can_consume():
                 continue
@@ -397,6 +401,7 @@ class Transport(virtual.Transport):
                 data = q.pop() if q is not None else None
                 if data is not None:
                     channel._next_queue = (start + offset + 1) % count
+                    self._next_channel = first + turn + 1  # the next channel goes first next
                     self._deliver(_thaw(data), name)
                     return True
         return False

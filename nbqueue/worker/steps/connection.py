@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kombu.exceptions import OperationalError
+
 from ...bootsteps import Step
 from ...exceptions import BrokerError
 
@@ -49,7 +51,11 @@ class Connection(Step):
                 interval_step=1.0,
                 interval_max=10.0,
             )
-        except conn.connection_errors + conn.recoverable_connection_errors as exc:
+        except (
+            *conn.connection_errors,
+            *conn.recoverable_connection_errors,
+            OperationalError,  # kombu's wrapper of the transport's errors
+        ) as exc:
             conn.release()
             raise BrokerError(
                 f"cannot connect to broker {conn.as_uri()} after {max_retries} retries: {exc}"

@@ -1,0 +1,296 @@
+"""Redis on loopback: nbqueue beside Celery 5.7, Huey, Dramatiq and the raw kombu floor.
+
+    python benchmarks/redis.py              # every case, 3 fresh processes each, medians
+    python benchmarks/redis.py --quick      # one round
+    python benchmarks/redis.py --commands   # Redis commands per task (MONITOR), nbqueue vs Celery
+
+Workload (every system): no-op tasks with results stored in Redis; throughput = first send
+to last result for 5,000 tasks; latency = 500 sequential send-then-wait round trips after a
+warm-up. Cases:
+
+* ``nbqueue c1/c4``          in-process worker threads (broker db A, results db B)
+* ``celery threads c1/c4``   Celery's ``start_worker`` in a thread (threads pool)
+* ``celery proc threads c4`` / ``celery proc prefork c2``   a separate ``celery worker``
+* ``huey c1/c4``             RedisHuey, consumer threads in-process, result waits tuned to 1 ms
+* ``dramatiq c1/c4``         RedisBroker + Redis results, worker threads in-process
+* ``kombu floor``            kombu publish + get + ack on the same Redis (no worker, no results)
+
+The Redis server is shared: the databases named by ``--dbs`` (default 4,5) are flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# run as a script, this file's folder comes first on sys.path, where "redis" would be this
+# module itself: put the repository root there instead
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402 - after the sys.path fix above
+import collections  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+from typing import Any  # noqa: E402
+
+from benchmarks._harness import (  # noqa: E402
+    Workload,
+    emit,
+    measure,
+    medians,
+    run_matrix,
+    table,
+)
+
+WORKLOAD = Workload(batch=5000, rounds=500, warmup=50)
+SERVER = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+DBS = tuple(int(n) for n in os.environ.get("BENCH_REDIS_DBS", "4,5").split(","))
+BROKER, BACKEND = (f"{SERVER}/{db}" for db in DBS)
+
+
+def noop(i: int) -> int:
+    return i
+
+
+def _flush() -> None:
+    import redis
+
+    for db in DBS:
+        client = redis.Redis.from_url(f"{SERVER}/{db}")
+        client.flushdb()
+        client.close()
+
+
+def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    import nbqueue
+
+    app = nbqueue.App("bench", broker=BROKER, backend=BACKEND)
+    task = app.task(name="bench.noop", serializer="json")(noop)
+    with app.worker(concurrency=concurrency):
+        result = measure(task.delay, lambda r: r.get(timeout=60), workload)
+    app.close()
+    return result
+
+
+def _celery_app() -> Any:
+    from celery import Celery
+
+    app = Celery("bench", broker=BROKER, backend=BACKEND)
+    app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+    app.task(name="bench.noop")(noop)
+    return app
+
+
+def run_celery(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    from celery.contrib.testing.worker import start_worker
+
+    app = _celery_app()
+    task = app.tasks["bench.noop"]
+    with start_worker(
+        app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="ERROR"
+    ):
+        return measure(task.delay, lambda r: r.get(timeout=60), workload)
+
+
+def _celery_process(pool: str, concurrency: int) -> subprocess.Popen:
+    """``celery worker`` in its own process, on the app `benchmarks.redis:celery_app`."""
+    env = dict(os.environ, BENCH_REDIS=SERVER, BENCH_REDIS_DBS=",".join(map(str, DBS)))
+    env["BENCH_CELERY_APP"] = "1"
+    command = [sys.executable, "-m", "celery", "-A", "benchmarks.redis:celery_app", "worker"]
+    command += ["-P", pool, "-c", str(concurrency), "-l", "ERROR"]
+    command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL)
+
+
+def run_celery_process(concurrency: int, pool: str, workload: Workload = WORKLOAD) -> dict:
+    app = _celery_app()
+    task = app.tasks["bench.noop"]
+    worker = _celery_process(pool, concurrency)
+    try:
+        task.delay(0).get(timeout=60)  # the worker is up
+        return measure(task.delay, lambda r: r.get(timeout=60), workload)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def run_huey(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    from huey import RedisHuey
+
+    huey = RedisHuey("bench", url=BROKER, utc=True)
+    task = huey.task()(noop)
+    consumer = huey.create_consumer(
+        workers=concurrency, worker_type="thread", periodic=False, initial_delay=0.001
+    )
+    consumer.start()
+    try:
+        return measure(
+            task, lambda r: r.get(blocking=True, timeout=60, backoff=1.0, max_delay=0.001), WORKLOAD
+        )
+    finally:
+        consumer.stop(graceful=True)
+
+
+def run_dramatiq(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.results import Results
+    from dramatiq.results.backends.redis import RedisBackend
+
+    broker = RedisBroker(url=BROKER)
+    broker.add_middleware(Results(backend=RedisBackend(url=BACKEND)))
+    dramatiq.set_broker(broker)
+    actor = dramatiq.actor(store_results=True)(noop)
+    worker = dramatiq.Worker(broker, worker_threads=concurrency, worker_timeout=100)
+    worker.start()
+    try:
+        return measure(actor.send, lambda m: m.get_result(block=True, timeout=60_000), workload)
+    finally:
+        worker.stop()
+        broker.close()
+
+
+def run_floor(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    """kombu's own Redis transport: publish, then get and ack, nothing else."""
+    from kombu import Connection
+
+    with Connection(BROKER) as conn:
+        queue = conn.SimpleQueue("floor")
+
+        def take(_: Any) -> None:
+            queue.get(block=True, timeout=60).ack()
+
+        result = measure(queue.put, take, workload)
+        queue.close()
+    return result
+
+
+SYSTEMS = {
+    "nbqueue": run_nbqueue,
+    "celery": run_celery,
+    "celery-threads-proc": lambda c, w=WORKLOAD: run_celery_process(c, "threads", w),
+    "celery-prefork-proc": lambda c, w=WORKLOAD: run_celery_process(c, "prefork", w),
+    "huey": run_huey,
+    "dramatiq": run_dramatiq,
+    "floor": run_floor,
+}
+
+
+def _cases(systems: list[str]) -> list[tuple[str, list[str]]]:
+    cases = []
+    for name in systems:
+        if name == "celery-threads-proc":
+            levels = [4]
+        elif name == "celery-prefork-proc":
+            levels = [2]
+        elif name == "floor":
+            levels = [1]
+        else:
+            levels = [1, 4]
+        cases += [(f"{name} c{c}", ["--run", name, "--concurrency", str(c)]) for c in levels]
+    return cases
+
+
+# round trips: Redis commands per task, counted with MONITOR -------------------------------
+def count_commands(system: str, tasks: int = 1000) -> dict:
+    """Commands the whole system sends per task (client and worker, Lua excluded), by name.
+
+    Counted with MONITOR on the benchmark's databases over `tasks` tasks (sent as a batch,
+    then waited for) and one round trip; start-up commands are amortised over them.
+    """
+    import redis
+
+    counts: collections.Counter[str] = collections.Counter()
+    ready = threading.Event()
+    watcher = redis.Redis.from_url(f"{SERVER}/0")
+
+    def monitor() -> None:
+        with watcher.monitor() as feed:
+            ready.set()
+            for entry in feed.listen():
+                name = entry["command"].split(" ", 1)[0].upper()
+                if name == "ECHO" and "bench-stop" in entry["command"]:
+                    return
+                if entry["db"] in DBS and entry["client_type"] != "lua":
+                    counts[name] += 1
+
+    thread = threading.Thread(target=monitor, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        SYSTEMS[system](1, Workload(batch=tasks, rounds=1, warmup=0))
+    finally:
+        redis.Redis.from_url(BROKER).echo("bench-stop")
+        thread.join(30)
+    per_task = {name: round(n / (tasks + 1), 2) for name, n in counts.most_common()}
+    per_task["TOTAL"] = round(sum(counts.values()) / (tasks + 1), 2)
+    return per_task
+
+
+def _report(results: dict[str, list[dict]]) -> None:
+    print()
+    print(table(results, ["tasks_per_s", "p50_ms", "p99_ms"]))
+    print()
+    floor = medians(results.get("floor c1", []))
+    celery_best = max(
+        (
+            medians(runs)["tasks_per_s"]
+            for label, runs in results.items()
+            if "celery" in label and runs
+        ),
+        default=None,
+    )
+    for c in (1, 4):
+        ours = medians(results.get(f"nbqueue c{c}", []))
+        if not ours:
+            continue
+        if celery_best:
+            print(
+                f"nbqueue c{c} / Celery's best: throughput ×{ours['tasks_per_s'] / celery_best:.2f}"
+            )
+        for peer in ("celery", "huey", "dramatiq"):
+            theirs = medians(results.get(f"{peer} c{c}", []))
+            if theirs:
+                speed = ours["tasks_per_s"] / theirs["tasks_per_s"]
+                latency = ours["p50_ms"] / theirs["p50_ms"]
+                print(f"nbqueue c{c} / {peer} c{c}: throughput ×{speed:.2f}, p50 ×{latency:.2f}")
+        if floor:
+            print(f"nbqueue c{c} p50 / kombu floor p50: ×{ours['p50_ms'] / floor['p50_ms']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", choices=sorted(SYSTEMS), help="(child) run one case")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="one round instead of three")
+    parser.add_argument("--commands", action="store_true", help="Redis commands per task")
+    parser.add_argument("--count", choices=sorted(SYSTEMS), help="(child) count commands")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    if args.run or args.count:
+        _flush()
+        emit(count_commands(args.count) if args.count else SYSTEMS[args.run](args.concurrency))
+        return
+    if args.commands:
+        cases = [(name, ["--count", name]) for name in ("nbqueue", "celery", "floor")]
+        for label, runs in run_matrix(__file__, cases, repeats=1).items():
+            print(f"{label}: {runs[0] if runs else 'failed'}")
+        return
+    results = run_matrix(__file__, _cases(args.systems.split(",")), repeats=1 if args.quick else 3)
+    _report(results)
+
+
+celery_app = _celery_app() if os.environ.get("BENCH_CELERY_APP") else None
+
+
+if __name__ == "__main__":
+    main()

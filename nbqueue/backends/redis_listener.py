@@ -1,0 +1,255 @@
+"""The Redis result backend's listener: one pub/sub connection and one thread per backend.
+
+Like Celery's client, a task's result channel (``celery-task-meta-<id>``, named like the
+key) is SUBSCRIBEd before the task is sent, so its result cannot be missed; the thread
+reads every message, keeps the last one per task id, wakes that id's waiters (no polling)
+and tells the backend, which feeds its listeners (progress bars, widgets). Once a ready
+state arrives the channel is UNSUBSCRIBEd and the meta kept in a bounded cache, so a
+``get()`` after the fact costs no round trip.
+
+Only this thread reads the connection; other threads only *write* SUBSCRIBE/UNSUBSCRIBE
+to it, under the same lock the reader holds while it parses replies. On a lost connection
+the thread reconnects with backoff, subscribes again to everything pending, and every
+confirmation bumps a *generation* that tells waiters to read the key once more (a message
+published while disconnected is gone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import fakeredis
+import redis
+
+from .. import states
+
+__all__ = ["Pending", "ResultListener"]
+
+logger = logging.getLogger(__name__)
+
+_READY = frozenset(s.encode() for s in states.READY_STATES)
+
+
+def _ready_state(raw: bytes) -> bool:
+    """Whether a published meta is in a ready state (a malformed one counts as not ready)."""
+    try:
+        status = json.loads(raw).get("status")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(status, str) and status.encode() in _READY
+
+
+class Pending:
+    """One task id being watched: its last message, and an event set on every change."""
+
+    __slots__ = ("confirmed", "event", "generation", "raw", "read_at", "version")
+
+    def __init__(self) -> None:
+        self.raw: bytes | None = None
+        self.version = 0
+        #: bumped on every (re)subscription confirmation: re-read the key after it
+        self.generation = 0
+        #: the generation the key was last read at (by a waiter)
+        self.read_at = -1
+        self.event = threading.Event()
+        self.confirmed = threading.Event()
+
+
+class ResultListener:
+    """Subscribes to result channels and wakes the waiters of each task id."""
+
+    #: how many ready metas are kept for waiters that come after the fact
+    ready_cache_size = 20_000
+    #: longest a reader waits before looking at its stop flag again (stop also wakes it)
+    idle_timeout = 5.0
+
+    def __init__(
+        self,
+        name: str,
+        pool: redis.ConnectionPool,
+        key_prefix: str,
+        on_message: Callable[[str, bytes], None],
+    ) -> None:
+        self.name = name
+        self._pool = pool
+        self._prefix = key_prefix
+        self._on_message = on_message
+        self._lock = threading.RLock()
+        self._pending: dict[str, Pending] = {}
+        self._ready: OrderedDict[str, bytes] = OrderedDict()
+        self._conn: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # called by the backend, from any thread ------------------------------------------
+    def watch(self, task_id: str) -> Pending:
+        """Subscribe to `task_id`'s channel (once); the thread is started on first use."""
+        with self._lock:
+            pending = self._pending.get(task_id)
+            if pending is not None:
+                return pending
+            pending = self._pending[task_id] = Pending()
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
+            elif self._conn is not None:
+                self._send("SUBSCRIBE", self._prefix + task_id)
+            return pending
+
+    def ready(self, task_id: str) -> bytes | None:
+        """The ready meta received for `task_id`, if it is still cached."""
+        with self._lock:
+            raw = self._ready.get(task_id)
+            if raw is not None:
+                self._ready.move_to_end(task_id)
+            return raw
+
+    def forget(self, task_id: str) -> None:
+        """Stop watching `task_id` and drop what was received for it."""
+        with self._lock:
+            self._ready.pop(task_id, None)
+            if self._pending.pop(task_id, None) is not None and self._conn is not None:
+                self._send("UNSUBSCRIBE", self._prefix + task_id)
+
+    def watching(self) -> int:
+        """How many task ids are subscribed."""
+        return len(self._pending)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the connection."""
+        self._stopping.set()
+        with self._lock:
+            if self._conn is not None:
+                self._send("PING")  # makes the reader's socket readable: it sees the stop flag
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._lock:
+            self._disconnect()
+            self._thread = None
+
+    # the thread --------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            conn = self._conn
+            if conn is None:
+                if not self._connect():
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            try:
+                if self._wait_readable(conn):
+                    self._read_available(conn)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if not self._stopping.is_set():
+                    logger.warning("%s: result connection lost (%s); reconnecting", self.name, exc)
+                with self._lock:
+                    self._disconnect()
+            except Exception:
+                logger.exception("%s: unexpected error reading results", self.name)
+                with self._lock:
+                    self._disconnect()
+                self._stopping.wait(backoff)
+
+    def _connect(self) -> bool:
+        conn = self._pool.make_connection()
+        try:
+            conn.connect()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            logger.warning("%s: cannot reach the result backend (%s); retrying", self.name, exc)
+            return False
+        with self._lock:
+            self._conn = conn
+            channels = [self._prefix + task_id for task_id in self._pending]
+            for start in range(0, len(channels), 1000):
+                self._send("SUBSCRIBE", *channels[start : start + 1000])
+        return True
+
+    def _wait_readable(self, conn: Any) -> bool:
+        """Block (without the lock) until the connection has something to read."""
+        if isinstance(conn, fakeredis.FakeRedisConnection):
+            return bool(conn.can_read(timeout=self.idle_timeout))
+        sock = conn._sock
+        if sock is None:
+            raise redis.ConnectionError("the result connection is closed")
+        readable, _, _ = select.select([sock], [], [], self.idle_timeout)
+        return bool(readable)
+
+    def _read_available(self, conn: Any) -> None:
+        messages: list[tuple[str, bytes]] = []
+        done: list[bytes] = []  # channels whose task is ready: unsubscribed in one command
+        with self._lock:
+            while self._conn is conn and conn.can_read(timeout=0):
+                found = self._handle(conn.read_response(), done)
+                if found is not None:
+                    messages.append(found)
+            if done and self._conn is conn:
+                self._send("UNSUBSCRIBE", *done)
+        for task_id, raw in messages:
+            try:
+                self._on_message(task_id, raw)
+            except Exception:
+                logger.exception("%s: result listener failed for %s", self.name, task_id)
+
+    def _handle(self, reply: Any, done: list[bytes]) -> tuple[str, bytes] | None:
+        """Act on one reply (lock held); a result message is returned for the backend, and
+        the channel of a ready task is added to `done`."""
+        if not isinstance(reply, list) or len(reply) < 3:
+            return None
+        kind, channel = reply[0], reply[1]
+        if not isinstance(channel, bytes):
+            return None
+        task_id = channel.decode()[len(self._prefix) :]
+        pending = self._pending.get(task_id)
+        if kind == b"subscribe" and pending is not None:
+            pending.generation += 1
+            pending.confirmed.set()
+            pending.event.set()
+        elif kind == b"message" and isinstance(reply[2], bytes):
+            if pending is None:
+                return None  # a late message after forget/unsubscribe
+            raw = reply[2]
+            pending.raw = raw
+            pending.version += 1
+            pending.event.set()
+            if _ready_state(raw):
+                del self._pending[task_id]
+                self._remember(task_id, raw)
+                done.append(channel)
+            return task_id, raw
+        return None
+
+    def _remember(self, task_id: str, raw: bytes) -> None:
+        self._ready[task_id] = raw
+        while len(self._ready) > self.ready_cache_size:
+            self._ready.popitem(last=False)
+
+    # connection (lock held) ----------------------------------------------------------------
+    def _send(self, *args: Any) -> None:
+        try:
+            self._conn.send_command(*args, check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            logger.warning("%s: result connection lost (%s); reconnecting", self.name, exc)
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except Exception:  # closing a broken socket can fail again; it is gone either way
+                logger.debug("%s: error closing the result connection", self.name, exc_info=True)
+        for pending in self._pending.values():
+            pending.confirmed.clear()

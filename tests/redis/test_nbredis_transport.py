@@ -1,0 +1,150 @@
+"""nbqueue's ``redis://`` transport on a real server: kombu's keys, fewer round trips."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Consumer, Producer, Queue
+
+from nbqueue.messaging import resolve_broker_url
+
+
+@pytest.fixture
+def url(redis_url: str) -> str:
+    return resolve_broker_url(redis_url, "unused")  # nbredis://
+
+
+@pytest.fixture
+def raw(redis_db: int) -> Iterator[redis.Redis]:
+    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+    yield client
+    client.close()
+
+
+def _publish(conn: Connection, body: Any, priority: int = 0, queue: str = "q") -> None:
+    Producer(conn.default_channel).publish(
+        body, routing_key=queue, priority=priority, declare=[Queue(queue)]
+    )
+
+
+def _consumer(conn: Connection, prefetch: int, got: list[Any]) -> Any:
+    channel = conn.channel()
+    channel.basic_qos(0, prefetch, False)
+    Consumer(channel, [Queue("q")], on_message=got.append).consume()
+    return channel
+
+
+def test_waiting_messages_come_in_one_step_recorded_as_kombu_records_them(
+    url: str, raw: redis.Redis
+) -> None:
+    with Connection(url) as conn:
+        for i, priority in enumerate([9, 0, 5, 0, 3, 9, 0, 6, 2, 1]):
+            _publish(conn, {"i": i, "p": priority}, priority=priority)
+        got: list[Any] = []
+        channel = _consumer(conn, 10, got)
+        conn.drain_events(timeout=5)  # one BRPOP, then the rest fetched in one script
+        assert len(got) == 10
+        assert [m.payload["p"] for m in got] == [0, 0, 0, 2, 1, 5, 3, 6, 9, 9]
+        records = {k.decode(): json.loads(v) for k, v in raw.hgetall("unacked").items()}
+        assert set(records) == {m.delivery_tag for m in got}
+        for message in got:
+            envelope, exchange, routing_key = records[message.delivery_tag]
+            assert envelope["properties"]["delivery_tag"] == message.delivery_tag
+            assert envelope["body"] == message._raw["body"]
+            assert (exchange, routing_key) == ("", "q")
+        assert raw.zcard("unacked_index") == 10
+        for message in got:
+            message.ack()
+        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        channel.close()
+
+
+def test_a_message_the_fetch_cannot_read_stays_where_it_was(url: str, raw: redis.Redis) -> None:
+    with Connection(url) as conn:
+        _publish(conn, "first")
+        raw.lpush("q", b"not json at all")
+        _publish(conn, "third")
+        got: list[Any] = []
+        channel = _consumer(conn, 10, got)
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == ["first"]
+        waiting = raw.lrange("q", 0, -1)  # the right end is served next
+        assert waiting[-1] == b"not json at all" and len(waiting) == 2
+        got[0].ack()
+        channel.close()
+
+
+def test_an_ack_wakes_a_consumer_held_back_by_its_prefetch_limit(url: str) -> None:
+    with Connection(url) as conn:
+        _publish(conn, "one")
+        _publish(conn, "two")
+        got: list[Any] = []
+        channel = _consumer(conn, 1, got)
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == ["one"]
+        done = threading.Event()
+
+        def drain() -> None:
+            deadline = time.monotonic() + 20
+            while len(got) < 2 and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=20)  # the poll itself would wait 20 s
+                except TimeoutError:
+                    continue
+            done.set()
+
+        thread = threading.Thread(target=drain)
+        thread.start()
+        started = time.monotonic()
+        got[0].ack()
+        assert done.wait(20)
+        thread.join(5)
+        assert [m.payload for m in got] == ["one", "two"]
+        assert time.monotonic() - started < 5
+        got[1].ack()
+        channel.close()
+
+
+def test_closing_with_a_brpop_outstanding_does_not_wait_for_it(url: str) -> None:
+    with Connection(url) as conn:
+        got: list[Any] = []
+        channel = _consumer(conn, 1, got)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.05)  # leaves a BRPOP (1 s timeout) on the wire
+        assert channel._in_poll
+        started = time.monotonic()
+        channel.close()
+        assert time.monotonic() - started < 0.5
+
+
+def test_with_a_global_key_prefix_kombus_own_acks_are_used(redis_url: str, raw: redis.Redis):
+    url = resolve_broker_url(redis_url, "unused")
+    with Connection(url, transport_options={"global_keyprefix": "team:"}) as conn:
+        _publish(conn, "prefixed")
+        got: list[Any] = []
+        channel = _consumer(conn, 5, got)
+        conn.drain_events(timeout=5)
+        assert raw.hexists("team:unacked", got[0].delivery_tag)
+        got[0].ack()
+        assert not raw.exists("team:unacked")
+        channel.close()
+
+
+def test_a_consumer_without_acks_leaves_nothing_unacked(url: str, raw: redis.Redis) -> None:
+    with Connection(url) as conn:
+        for i in range(5):
+            _publish(conn, i)
+        got: list[Any] = []
+        channel = conn.channel()
+        Consumer(channel, [Queue("q")], on_message=got.append, no_ack=True).consume()
+        while len(got) < 5:
+            conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [0, 1, 2, 3, 4]
+        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        channel.close()
