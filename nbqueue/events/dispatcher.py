@@ -20,6 +20,7 @@ from typing import Any
 
 from kombu import Producer
 
+from .. import serialization
 from .event import event_exchange, routing_key_for, utcoffset
 
 __all__ = ["EventDispatcher"]
@@ -162,11 +163,13 @@ class EventDispatcher:
                 if routes is not None and not routes(self.exchange.name, routing_key):
                     self.unrouted += count  # the broker would drop it: skip encoding it
                     return
+                content_type, encoding, payload = serialization.dumps(body, self.serializer)
                 producer.publish(
-                    body,
+                    payload,
                     exchange=self.exchange.name,
                     routing_key=routing_key,
-                    serializer=self.serializer,
+                    content_type=content_type,
+                    content_encoding=encoding,
                     headers=self._headers,
                     delivery_mode=1,
                     retry=self._retry,
