@@ -23,6 +23,7 @@ FOLDER_MARKERS = {
     "kernel": "kernel",
     "browser": "browser",
     "integration": "integration",
+    "notebooks": "notebook",
 }
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
