@@ -1,7 +1,8 @@
 """A real Celery 5.7 app for interop tests: ``celery -A tests.interop.celery_side worker``.
 
-The broker comes from ``NBQUEUE_INTEROP_BROKER`` (a Redis URL); tests start the worker as
-a subprocess and talk to it with nbqueue.
+The broker comes from ``NBQUEUE_INTEROP_BROKER`` (a Redis URL), the result backend from
+``NBQUEUE_INTEROP_BACKEND`` (none when unset); tests start the worker as a subprocess and
+talk to it with nbqueue.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ app = Celery("celery_side", broker=BROKER)
 app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_send_task_events=True,
-    result_backend=None,
+    result_backend=os.environ.get("NBQUEUE_INTEROP_BACKEND"),
 )
 
 

@@ -9,10 +9,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +18,7 @@ import pytest
 import nbqueue
 from tests.eventlog import EventLog
 from tests.helpers import wait_for
+from tests.interop.conftest import wait_until_answering
 
 celery = pytest.importorskip("celery")
 from celery import Celery  # noqa: E402
@@ -180,62 +177,12 @@ def test_nbqueue_inspects_and_follows_a_celery_worker_in_process(app, celery_in_
     assert log.state.alive_workers() == []
 
 
-class CeleryProcess:
-    """A ``celery worker`` subprocess on Redis; stopped by its pid, its log kept."""
-
-    def __init__(self, broker: str, hostname: str, log_path: Path, loglevel: str = "INFO") -> None:
-        env = dict(os.environ, NBQUEUE_INTEROP_BROKER=broker, PYTHONPATH=str(ROOT))
-        self.hostname = hostname
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "celery", "-A", "tests.interop.celery_side", "worker"]
-        command += ["-n", hostname, "-P", "threads", "-c", "2", "-l", loglevel, "-E"]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # warm shutdown: worker-offline sent
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-
-
-@pytest.fixture
-def celery_process(redis_url, tmp_path):
-    started: list[CeleryProcess] = []
-
-    def start(hostname: str, loglevel: str = "INFO") -> CeleryProcess:
-        proc = CeleryProcess(redis_url, hostname, tmp_path / f"{hostname}.log", loglevel)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
-def _wait_until_answering(app, node: str, proc: CeleryProcess) -> None:
-    def answers():
-        assert proc.process.poll() is None, f"celery worker exited:\n{proc.log()}"
-        return app.control.inspect(destination=[node], timeout=0.5).ping()
-
-    wait_for(answers, timeout=60, message=f"{node} answering pings")
-
-
 def test_nbqueue_inspects_and_follows_a_celery_worker_on_redis(redis_url, celery_process):
     app = nbqueue.App("interop", broker=redis_url)
     try:
         with EventLog(app) as log:
             proc = celery_process("cel@interop")
-            _wait_until_answering(app, "cel@interop", proc)
+            wait_until_answering(app, "cel@interop", proc)
             inspect = app.control.inspect(destination=["cel@interop"], timeout=5)
             assert inspect.registered() == {"cel@interop": ["c.add", "c.block"]}
             assert inspect.stats()["cel@interop"]["broker"]["transport"] == "redis"
@@ -267,7 +214,7 @@ def test_mingle_and_gossip_in_a_mixed_fleet_on_redis(redis_url, celery_process):
         with app.worker(hostname="nb1@interop", heartbeat_interval=0.5) as nb1:
             nb1.revoke(["revoked-by-nbqueue"])
             proc = celery_process("cel@interop", "DEBUG")  # Celery logs gossip at debug
-            _wait_until_answering(app, "cel@interop", proc)
+            wait_until_answering(app, "cel@interop", proc)
             ins = app.control.inspect(destination=["cel@interop"], timeout=5)
             # Celery's Mingle took our revoked ids when it started
             assert "revoked-by-nbqueue" in ins.revoked()["cel@interop"]
