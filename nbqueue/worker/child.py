@@ -7,6 +7,9 @@ do in the parent). Then it receives
 ``("run", job, function, args, kwargs, request fields, bind)`` frames — signed cloudpickle,
 checked before anything is unpickled — calls the function in its main thread and sends
 back ``("done", job, "ok", value)`` or ``("done", job, "error", exception, traceback)``.
+While a job runs, what it writes to ``sys.stdout``/``sys.stderr`` (prints, logging's last
+resort) goes to the parent as ``("out", job, stream, text)`` frames, line by line, so it
+lands where the task's other output goes (in a kernel: under the cell that sent it).
 Everything else (storing states, callbacks, chains, chords, signals) stays in the
 parent, on the one execution path. A bound task gets a `ChildTask` as ``self``: its
 request, and ``update_state``/``progress``/``retry`` relayed to the parent, where the app is.
@@ -17,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import io
 import json
 import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from collections import OrderedDict
 from typing import Any
@@ -84,9 +89,12 @@ class _Channel:
         self.conn = conn
         self.key = key
         self.job: int | None = None
+        self._sending = threading.Lock()  # a task's own threads may print too
 
     def send(self, obj: Any) -> None:
-        self.conn.send_bytes(encode(obj, self.key))
+        frame = encode(obj, self.key)
+        with self._sending:
+            self.conn.send_bytes(frame)
 
     def recv(self) -> Any:
         return decode(self.conn.recv_bytes(), self.key)
@@ -98,6 +106,41 @@ class _Channel:
         if not ok:
             raise value
         return value
+
+
+class _Relay(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of a child: a running job's lines go to the parent,
+    anything written between jobs to the child's own stream."""
+
+    def __init__(self, name: str, channel: _Channel, own: Any) -> None:
+        self.name = name
+        self._channel = channel
+        self._own = own
+        self._buffer: list[str] = []
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._channel.job is None:
+            return self._own.write(text)
+        with self._lock:
+            self._buffer.append(text)
+            line_done = "\n" in text
+        if line_done:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._buffer = "".join(self._buffer), []
+        job = self._channel.job
+        if text and job is not None:
+            self._channel.send(("out", job, self.name, text))
+        elif text:
+            self._own.write(text)
+        self._own.flush()
 
 
 class _SoftLimit:
@@ -128,6 +171,9 @@ def child_main(conn: Any, key: bytes) -> None:
     """Entry point of a pool child: serve ``run`` frames until ``stop`` or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and kernel interrupts are the parent's
     channel = _Channel(conn, key)
+    for name in ("stdout", "stderr"):  # a child started without a stream writes nowhere
+        own = getattr(sys, f"__{name}__") or open(os.devnull, "w")  # noqa: SIM115
+        setattr(sys, name, _Relay(name, channel, own))
     soft = _SoftLimit()
     functions: OrderedDict[bytes, Any] = OrderedDict()
     channel.send(("ready", os.getpid()))
@@ -141,7 +187,10 @@ def child_main(conn: Any, key: bytes) -> None:
         _, job, blob, args, kwargs, fields, bind = frame
         channel.job = job
         outcome = _run(_function(functions, blob), args, kwargs, fields, bind, channel, soft)
+        sys.stdout.flush()  # the job's last partial lines, before its outcome
+        sys.stderr.flush()
         _reply(channel, job, outcome)
+        channel.job = None
 
 
 def _function(cache: OrderedDict[bytes, Any], blob: bytes) -> Any:

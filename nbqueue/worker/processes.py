@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import signal as signals
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -306,6 +307,9 @@ class ProcessPool:
                 raise ChildGone() from None
             if frame[0] == "call":
                 self._relay(slot, task, frame)
+                continue
+            if frame[0] == "out":  # written here, in the task's thread: routed like its own
+                (sys.stdout if frame[2] == "stdout" else sys.stderr).write(frame[3])
                 continue
             slot.pending = None
             return _outcome(frame)

@@ -80,6 +80,29 @@ def test_runs_functions_in_children_with_the_parent_storing_everything(app):
         assert worker.statistics()["pool"]["processes"] == [child]  # still the same child
 
 
+def test_what_a_child_prints_is_written_by_the_task_thread_in_the_parent(app, capsys):
+    @app.task
+    def chatty(word):
+        import logging
+        import sys
+
+        print("printed", word)
+        print("partial line", end="")  # flushed before the outcome
+        logging.getLogger("child").warning("logged %s", word)  # logging's last resort
+        sys.stderr.write("to stderr\n")
+        return os.getpid()
+
+    written = []
+    app.signals.task_postrun.connect(lambda **kw: written.append(capsys.readouterr()))
+    with app.worker(pool="processes", concurrency=1):
+        child = chatty.delay("hello").get(timeout=60)
+    (out,) = written  # everything was in the parent's streams before the task's postrun
+    assert child != os.getpid()
+    assert out.out == "printed hello\npartial line"
+    assert "logged hello\n" in out.err
+    assert "to stderr\n" in out.err
+
+
 def test_retry_from_a_child_is_sent_by_the_parent(app):
     @app.task(bind=True, max_retries=2, default_retry_delay=0)
     def flaky(self):

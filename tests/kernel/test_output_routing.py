@@ -45,6 +45,27 @@ def test_output_of_a_task_goes_to_the_cell_that_sent_it(raw_kernel) -> None:
     kernel.run("%worker stop")
 
 
+def test_output_from_a_process_pool_child_goes_to_the_cell_that_sent_it(raw_kernel) -> None:
+    kernel = raw_kernel
+    kernel.run(SETUP)
+    kernel.run(
+        "import os, tempfile\nfifo = os.path.join(tempfile.mkdtemp(), 'gate')\nos.mkfifo(fifo)"
+    )
+    # the child blocks on the FIFO until the next cell opens it for writing
+    kernel.run(
+        "%%task shout(word, fifo)\nwith open(fifo) as f:\n    f.read()\nprint('printed', word)"
+    )
+    kernel.run("%worker start -c 1 -P processes")
+    sender = kernel.run("r = shout.delay('hello', fifo)")
+    other = kernel.execute(
+        "print('the next cell')\nwith open(fifo, 'w') as f:\n    f.write('go')\nr.get(timeout=60)"
+    )
+    kernel.pump(lambda: kernel.idle(other) and "printed hello" in kernel.text(sender), 90)
+    assert kernel.text(other) == "the next cell\n"
+    assert kernel.text(sender, "stdout") == "printed hello\n"
+    kernel.run("%worker stop")
+
+
 def test_a_background_cell_prints_under_itself_and_returns_a_handle(raw_kernel) -> None:
     kernel = raw_kernel
     kernel.run(SETUP)
