@@ -27,7 +27,7 @@ from typing import Any
 
 from . import states
 from .context import pop_request, push_request
-from .exceptions import Ignore, Reject, Retry, TaskRevokedError
+from .exceptions import Ignore, Reject, Retry, TaskRevokedError, WorkerLostError
 from .followups import apply_errbacks, dispatch_callbacks_and_chain, on_chord_part_return
 from .protocol import TaskMessage, build_task_message, new_id
 from .result import EagerResult, ResultBase
@@ -275,11 +275,30 @@ def _call(
             raise
         return guard.interruption(exc)
     except Exception as exc:
+        return _failed(task, ctx, exc)
+    return Outcome(states.SUCCESS, retval=retval)
+
+
+def _failed(task: Task, ctx: Context, exc: Exception) -> Outcome:
+    """What an exception out of the run means: a requeue after a lost process (when asked
+    for), an automatic retry, or a failure."""
+    if isinstance(exc, WorkerLostError):
+        if _requeue_on_worker_lost(task):
+            logger.warning("%s[%s]: %s; requeued (reject_on_worker_lost)", task.name, ctx.id, exc)
+            return Outcome(states.REJECTED, exception=exc, requeue=True)
+    else:
         retried = _maybe_autoretry(task, exc)
         if retried is not None:
             return Outcome(states.RETRY, exception=retried, traceback=format_traceback(exc))
-        return Outcome(states.FAILURE, exception=exc, traceback=format_traceback(exc))
-    return Outcome(states.SUCCESS, retval=retval)
+    return Outcome(states.FAILURE, exception=exc, traceback=format_traceback(exc))
+
+
+def _requeue_on_worker_lost(task: Task) -> bool:
+    """Celery's rule: a late-acked task whose process died goes back to the queue when
+    ``reject_on_worker_lost`` is on, rather than failing (beware tasks that always crash)."""
+    return bool(task.setting("acks_late", "task_acks_late")) and bool(
+        task.setting("reject_on_worker_lost", "task_reject_on_worker_lost")
+    )
 
 
 def _run_guarded(

@@ -14,8 +14,8 @@ Where things run — the split a reviewer needs to know:
   child's exception (with its traceback as the cause) just as a local call would.
 * Time limits are enforced here: the soft limit sends the child SIGUSR1 (raising
   `SoftTimeLimitExceeded` in the task), the hard limit kills the child and raises
-  `TimeLimitExceeded`. A child that dies fails its task with `WorkerLostError`
-  (``reject_on_worker_lost`` can be decided from that exception) and is replaced.
+  `TimeLimitExceeded`. A child that dies raises `WorkerLostError` for its task (a
+  failure, or a requeue under ``acks_late`` + ``reject_on_worker_lost``) and is replaced.
 """
 
 from __future__ import annotations

@@ -138,6 +138,27 @@ def test_a_crashed_child_fails_its_task_and_is_replaced(app):
         assert worker.statistics()["pool"]["processes"] == [second]
 
 
+def test_reject_on_worker_lost_requeues_a_late_acked_task_whose_child_died(app, tmp_path):
+    marker = tmp_path / "died-once"
+
+    @app.task(acks_late=True, reject_on_worker_lost=True, bind=True)
+    def dies_once(self, path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.request.delivery_info.get("redelivered")
+
+    @app.task(acks_late=True)  # without the option: the loss is a failure, not a requeue
+    def dies(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with app.worker(pool="processes", concurrency=1):
+        assert dies_once.delay(str(marker)).get(timeout=60) is True
+        with pytest.raises(WorkerLostError):
+            dies.delay(str(marker)).get(timeout=60)
+    assert marker.exists()
+
+
 def test_time_limits_soft_raises_in_the_task_hard_kills_the_child(app):
     @app.task(soft_time_limit=0.3, time_limit=30)
     def tidy():
