@@ -260,3 +260,21 @@ def test_a_receiver_can_be_stopped_and_started_again(app):
         finally:
             receiver.stop()
     assert [e["hostname"] for e in seen] == ["two@test", "three@test"]
+
+
+def test_worker_offline_is_the_last_event_a_stopping_worker_sends(app):
+    # a task event still buffered at stop must not follow worker-offline: a monitor
+    # counts task events as heartbeats and would see the stopped worker alive again
+    @app.task(name="t.noop")
+    def noop():
+        return None
+
+    with EventLog(app) as log:
+        with app.worker(hostname="last@test", send_events=True) as worker:
+            worker.steps["events"].flush_interval = 60  # buffered until something flushes
+            noop.delay().get(timeout=10)
+        log.wait_type("task-succeeded", hostname="last@test")
+        log.wait_type("worker-offline", hostname="last@test")
+    types = [e["type"] for e in log.events if e["hostname"] == "last@test"]
+    assert types[-1] == "worker-offline", types
+    assert not log.state.alive_workers()

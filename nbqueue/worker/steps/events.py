@@ -96,6 +96,10 @@ class Events(Step):
         """Timer thread: publish what waited `flush_interval` seconds."""
         with self._lock:
             self._flush_entry = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Publish the buffered task events now."""
         dispatcher = self.dispatcher
         if dispatcher is not None:
             dispatcher.flush()

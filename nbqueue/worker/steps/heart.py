@@ -55,6 +55,9 @@ class Heart(Step):
         entry, self._entry = self._entry, None
         if entry is not None:
             worker.steps["timer"].timer.cancel(entry)
+        # buffered task events go first: a monitor takes any event after worker-offline
+        # (task events count as heartbeats) as a sign of life
+        worker.steps["events"].flush()
         self._send("worker-offline")
 
     def info(self) -> dict[str, Any]:
