@@ -1,0 +1,59 @@
+"""Tasks for notebook 4 (acks and redelivery), importable so an ``nbqueue worker`` process
+runs them: ``python -m nbqueue worker -A nb04_tasks:app -Q nb04``.
+
+The app acks late and has a 2-second visibility timeout: a message a worker took and never
+acknowledged goes back to the queue once a living consumer's sweep finds it that old.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import nbqueue
+
+REDIS_URL = os.environ.get("NBQUEUE_REDIS_URL", "redis://127.0.0.1:6379/0")
+QUEUE = "nb04"
+VISIBILITY_TIMEOUT = 2.0  # seconds; kombu's default is an hour
+
+app = nbqueue.App(
+    "nb04",
+    broker=REDIS_URL,
+    backend=REDIS_URL,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue=QUEUE,
+    broker_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "unacked_restore_throttle": 1,  # sweep on every idle poll (kombu: every 10th)
+        "unacked_mutex_expire": 5,  # a sweeper killed holding the sweep lock blocks 5 s, not 300
+    },
+)
+
+
+def gate_key(account: str) -> str:
+    """The key the notebook sets to let a `deposit` for `account` finish."""
+    return f"nb04:gate:{account}"
+
+
+@app.task(bind=True, name="nb04.deposit")
+def deposit(self: Any, account: str, amount: int) -> dict[str, Any]:
+    """Credit `account` twice over: a naive counter and an idempotent ledger, then do the
+    slow part of the job (wait for the notebook's gate, at most 60 s)."""
+    redis = app.backend.client
+    run = {
+        "pid": os.getpid(),
+        "hostname": self.request.hostname,
+        "redelivered": bool(self.request.delivery_info.get("redelivered")),
+    }
+    redis.rpush(f"nb04:runs:{self.request.id}", json.dumps(run))
+    redis.incrby(f"nb04:naive:{account}", amount)  # runs twice, counts twice
+    redis.hset(f"nb04:ledger:{account}", self.request.id, amount)  # keyed by the task id
+    deadline = time.monotonic() + 60
+    while not redis.exists(gate_key(account)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate for {account!r} never opened")
+        time.sleep(0.05)
+    return run
