@@ -33,6 +33,19 @@ app = nbqueue.App(
 )
 
 
+def reset(account: str) -> None:
+    """Start clean: empty the queue, forget deliveries an earlier run of the notebook left
+    unacknowledged (a kernel stopped before the rescue), and drop `account`'s keys."""
+    with app.connection() as connection:
+        connection.default_channel.queue_purge(QUEUE)
+    redis = app.backend.client
+    redis.delete(gate_key(account), f"nb04:naive:{account}", f"nb04:ledger:{account}")
+    for tag, raw in redis.hgetall("unacked").items():
+        if json.loads(raw)[2] == QUEUE:  # [envelope, exchange, routing key]
+            redis.hdel("unacked", tag)
+            redis.zrem("unacked_index", tag)
+
+
 def gate_key(account: str) -> str:
     """The key the notebook sets to let a `deposit` for `account` finish."""
     return f"nb04:gate:{account}"
