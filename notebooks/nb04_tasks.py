@@ -53,17 +53,19 @@ def gate_key(account: str) -> str:
 
 @app.task(bind=True, name="nb04.deposit")
 def deposit(self: Any, account: str, amount: int) -> dict[str, Any]:
-    """Credit `account` twice over: a naive counter and an idempotent ledger, then do the
-    slow part of the job (wait for the notebook's gate, at most 60 s)."""
+    """Credit `account` twice over (a naive counter, an idempotent ledger) and record the
+    run, then do the slow part of the job: wait for the notebook's gate (at most 60 s)."""
     redis = app.backend.client
     run = {
         "pid": os.getpid(),
         "hostname": self.request.hostname,
         "redelivered": bool(self.request.delivery_info.get("redelivered")),
     }
-    redis.rpush(f"nb04:runs:{self.request.id}", json.dumps(run))
-    redis.incrby(f"nb04:naive:{account}", amount)  # runs twice, counts twice
-    redis.hset(f"nb04:ledger:{account}", self.request.id, amount)  # keyed by the task id
+    with redis.pipeline() as step:  # one transaction: the notebook sees all three or none
+        step.incrby(f"nb04:naive:{account}", amount)  # runs twice, counts twice
+        step.hset(f"nb04:ledger:{account}", self.request.id, amount)  # keyed by the task id
+        step.rpush(f"nb04:runs:{self.request.id}", json.dumps(run))
+        step.execute()
     deadline = time.monotonic() + 60
     while not redis.exists(gate_key(account)):
         if time.monotonic() > deadline:
