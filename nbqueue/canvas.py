@@ -128,6 +128,7 @@ class chain(Signature, kind="chain"):
         app = self._app()
         options = {**self.options, **options}
         steps = self._steps(args, kwargs)
+        _link_steps(steps, options.pop("link", None), options.pop("link_error", None))
         task_id = options.pop("task_id", None)
         chain_rest = options.pop("chain", None) or []
         last = {k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options}
@@ -218,10 +219,14 @@ class group(Signature, kind="group"):
         shared = {k: v for k, v in {**self.options, **options}.items() if k not in _PER_TASK}
         shared.pop("task_id", None)
         add_to_parent = shared.pop("add_to_parent", True)
+        errbacks = _as_list({**self.options, **options}.get("link_error"))
         result = self.freeze(gid, root_id=options.get("root_id"))
         with app.producer_batch():
             for index, task in enumerate(self.tasks):
                 task.app = task.app or app
+                own = {k: v for k, v in shared.items() if k not in task.options}
+                if errbacks:  # a group's errbacks are every member's (Celery's rule)
+                    own["link_error"] = [*_as_list(task.options.get("link_error")), *errbacks]
                 task.apply_async(
                     args,
                     kwargs,
@@ -229,7 +234,7 @@ class group(Signature, kind="group"):
                     group_index=index,
                     chord=chord_body,
                     add_to_parent=False,
-                    **{k: v for k, v in shared.items() if k not in task.options},
+                    **own,
                 )
         parent = current_request()
         if add_to_parent and parent is not None and parent.id is not None:
@@ -349,6 +354,14 @@ class chord(Signature, kind="chord"):
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+
+def _link_steps(steps: list[Signature], callbacks: Any, errbacks: Any) -> None:
+    """A chain's own links, Celery's way: callbacks after its last step, errbacks on every
+    step (whichever fails calls them). The steps are clones; their lists are replaced."""
+    for key, targets, linked in (("link", steps[-1:], callbacks), ("link_error", steps, errbacks)):
+        for step in targets if linked else ():
+            step.options[key] = [*_as_list(step.options.get(key)), *_as_list(linked)]
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -111,13 +111,20 @@ class AsyncResult(ResultBase):
         propagate: bool = True,
         interval: float = 0.5,
         disable_sync_subtasks: bool = True,
+        follow_parents: bool = True,
     ) -> Any:
         """Wait for the result; re-raise the task's exception (with its remote traceback).
 
+        With `follow_parents` (Celery's default), a failed earlier step of the chain this
+        result ends is raised as soon as it is seen: a step after a failure never runs.
         Raises `nbqueue.exceptions.TimeoutError` when `timeout` seconds pass first.
         """
         _assert_not_in_task(disable_sync_subtasks)
-        meta = self._cache or self.backend.wait_for(self.id, timeout=timeout, interval=interval)
+        if follow_parents and self.parent is not None:
+            self._raise_parent_error()
+            meta = self._cache or self._wait_following_parents(timeout, interval)
+        else:
+            meta = self._cache or self.backend.wait_for(self.id, timeout=timeout, interval=interval)
         self._cache = meta
         if meta["status"] in states.PROPAGATE_STATES:
             if propagate:
@@ -126,6 +133,34 @@ class AsyncResult(ResultBase):
         return meta["result"]
 
     wait = get
+
+    def _raise_parent_error(self) -> None:
+        """Raise the error of the first failed step before this one (root first).
+
+        A group's members are not looked at: a chord body reports them as `ChordError`.
+        """
+        node, parents = self.parent, []
+        while node is not None:
+            parents.append(node)
+            node = node.parent
+        for parent in reversed(parents):
+            if isinstance(parent, AsyncResult):
+                meta = parent._meta()
+                if meta["status"] in states.PROPAGATE_STATES:
+                    _raise_from_meta(meta)
+
+    def _wait_following_parents(self, timeout: float | None, interval: float) -> dict[str, Any]:
+        """`Backend.wait_for` in slices of `interval`, looking at the parents in between."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            pause = interval if remaining is None else min(remaining, interval)
+            try:
+                return self.backend.wait_for(self.id, timeout=pause, interval=interval)
+            except TimeoutError:
+                self._raise_parent_error()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"task {self.id} not ready after {timeout} s") from None
 
     def forget(self) -> None:
         """Delete the stored result."""

@@ -6,7 +6,7 @@ import pytest
 
 import nbqueue
 from nbqueue import chain, chord, group, states
-from nbqueue.exceptions import ChordError
+from nbqueue.exceptions import ChordError, TimeoutError
 
 
 @pytest.fixture
@@ -154,3 +154,63 @@ def test_group_result_save_and_restore_use_celerys_tuple(app, tasks):
         [[[r.id, None], None] for r in saved.results],
     ]
     assert all(r.state == states.SUCCESS for r in restored)
+
+
+def test_a_chain_result_raises_the_error_of_a_failed_earlier_step(app, tasks):
+    add, _, _, fail = tasks
+    with app.worker(concurrency=2) as worker:
+        result = chain(add.s(1, 1), fail.s(), add.s(10)).apply_async()
+        with pytest.raises(ValueError, match="header failed"):
+            result.get(timeout=10)  # Celery's follow_parents: not a wait for the last step
+        assert worker.drain(10)
+    assert result.state == states.PENDING  # the step after the failure never ran
+    assert result.parent.state == states.FAILURE
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.2, follow_parents=False)
+
+
+def test_a_chains_errback_runs_for_the_failing_step_and_its_callback_after_the_last(app, tasks):
+    add, _, square, fail = tasks
+    errors, done = [], []
+
+    @app.task(name="t.on_error")
+    def on_error(request, exc, traceback):
+        errors.append((request.task, str(exc)))
+
+    @app.task(name="t.done")
+    def finished(value):
+        done.append(value)
+
+    errback = on_error.s()
+    failing = fail.s()
+    failing.link_error(errback)
+    broken = chain(add.s(1, 1), failing, add.s(10))
+    broken.link_error(errback)
+    working = chain(add.s(1, 1), square.s())
+    working.link(finished.s())
+    with app.worker(concurrency=2) as worker:
+        with pytest.raises(ValueError):
+            broken.apply_async().get(timeout=10)
+        assert working.apply_async().get(timeout=10) == 4
+        assert worker.drain(10)
+    # the failing step's own errback and the chain's: each once; none for the steps that passed
+    assert errors == [("t.fail", "header failed")] * 2
+    assert done == [4]  # the chain's callback got the last step's result, not the first's
+    assert failing.options["link_error"] == [errback]  # the user's signature is left alone
+
+
+def test_a_groups_errback_is_every_members(app, tasks):
+    add, _, _, fail = tasks
+    errors = []
+
+    @app.task(name="t.on_error")
+    def on_error(request, exc, traceback):
+        errors.append(request.args)
+
+    batch = group(add.s(1, 1), fail.s(1), fail.s(2))
+    batch.link_error(on_error.s())
+    with app.worker(concurrency=2) as worker:
+        values = batch.apply_async().join(timeout=10, propagate=False)
+        assert worker.drain(10)
+    assert values[0] == 2 and all(isinstance(v, ValueError) for v in values[1:])
+    assert sorted(errors) == [[1], [2]]
