@@ -40,7 +40,8 @@ def test_the_quickstart_runs_in_lab_with_live_widgets_and_no_errors(
         page.evaluate(RECORD_STEP_STATES)
         # (not awaiting the command's promise: it settles only when every cell has run)
         page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        page.get_by_text("quickstart done").wait_for(timeout=120_000)  # the last cell ran
+        # the last cell ran (its output, not its source, which says the same)
+        page.locator(".jp-OutputArea-output", has_text="quickstart done").wait_for(timeout=120_000)
         page.wait_for_function(
             "() => { const bar = document.querySelector('.widget-hprogress .progress-bar');"
             " return bar && bar.style.width === '100%'; }",
