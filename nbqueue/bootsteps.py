@@ -281,16 +281,51 @@ class Blueprint:
         else:
             self._set(step_name, STOPPED)
 
-    def restart(self, parent: Any, step_name: str) -> list[str]:
-        """Stop `step_name` and everything that depends on it, then start them again."""
+    def stop_step(self, parent: Any, step_name: str) -> list[str]:
+        """Stop `step_name` and the started steps that depend on it (in reverse order);
+        returns their names in start order."""
+        self._known(step_name)
         affected = [n for n in [step_name, *self.dependents(step_name)] if n in self.started]
         for name in reversed(affected):
             with self._lock:
                 self.started.remove(name)
             self._stop_one(parent, name)
+        return affected
+
+    def start_step(self, parent: Any, step_name: str) -> list[str]:
+        """Start a stopped `step_name` again (its requirements must run), then its stopped
+        dependents whose requirements run; returns the names started."""
+        self._known(step_name)
+        state = self.state_of(step_name)
+        if state == RUNNING:
+            return []
+        if state != STOPPED:
+            raise BootstepError(
+                f"{self.name} step {step_name!r} is {state}: only a stopped step starts again"
+            )
+        missing = [d for d in self.requires(step_name) if d not in self.started]
+        if missing:
+            raise BootstepError(f"{self.name} step {step_name!r} needs {missing} running first")
+        started = []
+        for name in [step_name, *self.dependents(step_name)]:
+            ready = all(d in self.started for d in self.requires(name))
+            if self.state_of(name) == STOPPED and ready:
+                self._start_one(parent, name)
+                started.append(name)
+        return started
+
+    def restart(self, parent: Any, step_name: str) -> list[str]:
+        """Stop `step_name` and everything that depends on it, then start them again."""
+        affected = self.stop_step(parent, step_name)
         for name in affected:
             self._start_one(parent, name)
         return affected
+
+    def _known(self, step_name: str) -> None:
+        if step_name not in self._records:
+            raise BootstepError(
+                f"{self.name} blueprint has no step {step_name!r}; its steps: {self.order}"
+            )
 
     # state ---------------------------------------------------------------------------
     def _set(self, step_name: str, state: str, error: BaseException | None = None) -> None:

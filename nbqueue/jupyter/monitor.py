@@ -274,7 +274,9 @@ class EventLogView:
         self.log.value = f"<pre>{html.escape(self.text())}</pre>"
 
     def close(self) -> None:
+        """Stop listening; the log shows every event it received, the last ones too."""
         self._unsubscribe()
+        self._throttle.flush()
         self._throttle.close()
 
     def __repr__(self) -> str:

@@ -76,11 +76,12 @@ class Listing:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        td = '<td style="text-align:left;vertical-align:top">'  # Lab right-aligns table cells
         rows = "".join(
-            f"<tr><td>{i}</td><td><code>{html.escape(str(m.headers.get('task')))}</code></td>"
-            f"<td><pre>{html.escape(json.dumps(m.headers, indent=1, default=str))}</pre></td>"
-            f"<td><pre>{html.escape(json.dumps(m.properties, indent=1, default=str))}</pre></td>"
-            f"<td><pre>{html.escape(json.dumps(m.body, indent=1, default=str))}</pre></td></tr>"
+            f"<tr>{td}{i}</td>{td}<code>{html.escape(str(m.headers.get('task')))}</code></td>"
+            f"{td}<pre>{html.escape(json.dumps(m.headers, indent=1, default=str))}</pre></td>"
+            f"{td}<pre>{html.escape(json.dumps(m.properties, indent=1, default=str))}</pre></td>"
+            f"{td}<pre>{html.escape(json.dumps(m.body, indent=1, default=str))}</pre></td></tr>"
             for i, m in enumerate(self.messages)
         )
         return (

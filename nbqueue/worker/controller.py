@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import bootsteps, states
 from ..bootsteps import Blueprint, Step
-from ..exceptions import ImproperlyStarted
+from ..exceptions import BootstepError, ImproperlyStarted
 from ..protocol import saferepr
 from .ratelimit import parse_rate
 from .request import signal_number
@@ -266,6 +266,28 @@ class Worker:
         threading.Thread(
             target=self.stop, name=f"nbqueue-{self.hostname}-stop", daemon=True
         ).start()
+
+    def stop_step(self, name: str) -> list[str]:
+        """Stop one of the consumer's steps and the steps that require it, leaving the rest
+        running (``stop_step("tasks")``: no new messages are taken); returns the names."""
+        with self._lock:
+            return self._consumer_step(name).stop_step(self, name)
+
+    def start_step(self, name: str) -> list[str]:
+        """Start a stopped consumer step again, with its stopped dependents; returns the names."""
+        with self._lock:
+            return self._consumer_step(name).start_step(self, name)
+
+    def _consumer_step(self, name: str) -> Blueprint:
+        if self._status != "running":
+            raise ImproperlyStarted(f"worker {self.hostname} is {self._status}, not running")
+        if name in self.worker_blueprint.steps:
+            raise BootstepError(
+                f"{name!r} is a worker step: it stops and starts with the worker "
+                f"(stop(), start()); the consumer's steps stop and start on their own: "
+                f"{self.consumer_blueprint.order}"
+            )
+        return self.consumer_blueprint
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker has stopped; False on timeout."""
