@@ -62,12 +62,20 @@ class Listing:
 
     queue: str
     messages: list[Waiting] = field(default_factory=list)
+    #: how many were waiting in all (more than shown when the listing was limited)
+    waiting: int | None = None
 
     def __len__(self) -> int:
         return len(self.messages)
 
+    @property
+    def summary(self) -> str:
+        total = len(self.messages) if self.waiting is None else self.waiting
+        shown = "" if total == len(self.messages) else f", showing the first {len(self.messages)}"
+        return f"{total} waiting message(s){shown}"
+
     def __repr__(self) -> str:
-        lines = [f"{self.queue}: {len(self.messages)} waiting message(s)"]
+        lines = [f"{self.queue}: {self.summary}"]
         for i, msg in enumerate(self.messages):
             lines.append(
                 f"[{i}] {msg.headers.get('task')}[{msg.headers.get('id')}] "
@@ -85,7 +93,7 @@ class Listing:
             for i, m in enumerate(self.messages)
         )
         return (
-            f"<div><b>{html.escape(self.queue)}</b>: {len(self.messages)} waiting message(s)"
+            f"<div><b>{html.escape(self.queue)}</b>: {html.escape(self.summary)}"
             "<table><tr><th>#</th><th>task</th><th>headers</th><th>properties</th>"
             f"<th>body</th></tr>{rows}</table></div>"
         )
@@ -115,9 +123,10 @@ def peek(app: Any, queue: str, limit: int | None = None) -> Listing:
                     f"{conn.transport_cls}"
                 )
             envelopes = _redis_envelopes(channel, queue)
+    waiting = len(envelopes)
     if limit is not None:
         envelopes = envelopes[:limit]
-    return Listing(queue, [Waiting.from_envelope(app, e) for e in envelopes])
+    return Listing(queue, [Waiting.from_envelope(app, e) for e in envelopes], waiting)
 
 
 def purge(app: Any, queue: str) -> int:

@@ -134,7 +134,10 @@ def test_peek_shows_waiting_messages_without_consuming_and_purge_empties(shell) 
     assert first.properties["priority"] == 7  # delivered first
     assert first.body[0] == [3, 4]
     assert "<table>" in listing._repr_html_()
-    assert len(run(shell, "%nbqueue peek -n 1")) == 1
+    limited = run(shell, "%nbqueue peek -n 1")
+    assert len(limited) == 1
+    assert "2 waiting message(s), showing the first 1" in repr(limited)
+    assert "2 waiting message(s), showing the first 1" in limited._repr_html_()
     assert len(run(shell, "%nbqueue peek celery")) == 2  # still there
     run(shell, "%nbqueue purge celery")
     assert len(run(shell, "%nbqueue peek celery")) == 0
