@@ -240,11 +240,17 @@ class MonitorView:
         return bundle
 
 
+#: seconds within which the same event from the signal and broker feeds is one event
+_SAME_EVENT = 2.0
+
+
 class EventLogView:
     """``%nbqueue events``: the last `size` events, newest last, live.
 
-    ``feed`` defaults to the app's signals (its in-process workers, every task event);
-    ``%nbqueue events --broker`` follows the broker's events instead (every worker).
+    ``feed`` defaults to the app's signals (its in-process workers, every task event) and,
+    where the app has an events receiver, the broker's events; an event both report (same
+    type, host and task within `_SAME_EVENT` seconds) is shown once.
+    ``%nbqueue events --broker`` follows the broker's events only (every worker).
     """
 
     def __init__(self, app: Any, *, feed: EventFeed | None = None, size: int = 30) -> None:
@@ -252,6 +258,7 @@ class EventLogView:
 
         self.app = app
         self.lines: deque[str] = deque(maxlen=size)
+        self._seen: dict[tuple[Any, ...], float] = {}
         self._lock = threading.Lock()
         self.log = widgets.HTML()
         self.widget = self.log
@@ -263,8 +270,21 @@ class EventLogView:
         for item in event if isinstance(event, list) else [event]:
             line = _event_line(item)
             with self._lock:
-                self.lines.append(line)
+                if not self._repeated(item):
+                    self.lines.append(line)
         self._throttle.poke()
+
+    def _repeated(self, event: Event) -> bool:
+        """Whether the other feed already reported this event (heartbeats always count)."""
+        if event.get("type") == "worker-heartbeat":
+            return False
+        now = time.monotonic()
+        if len(self._seen) > 1000:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < _SAME_EVENT}
+        key = (event.get("type"), event.get("hostname"), event.get("uuid"))
+        before = self._seen.get(key)
+        self._seen[key] = now
+        return before is not None and now - before < _SAME_EVENT
 
     def text(self) -> str:
         with self._lock:

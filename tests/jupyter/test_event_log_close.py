@@ -23,3 +23,24 @@ def test_closing_the_log_draws_the_events_still_waiting_for_a_redraw(app) -> Non
     view.close()  # the second event arrived inside the throttle's quiet interval
     assert "uuid=first" in view.log.value and "uuid=second" in view.log.value
     assert not handlers  # unsubscribed
+
+
+def test_an_event_both_feeds_report_is_shown_once(app) -> None:
+    handlers = []
+
+    def feed(handler):
+        handlers.append(handler)
+        return lambda: handlers.remove(handler)
+
+    view = EventLogView(app, feed=feed)
+    (emit,) = handlers
+    now = time.time()
+    offline = {"type": "worker-offline", "hostname": "w@h", "timestamp": now}
+    beat = {"type": "worker-heartbeat", "hostname": "w@h", "timestamp": now}
+    for event in (offline, dict(offline), beat, dict(beat)):  # signal feed, then broker feed
+        emit(event)
+    emit({**offline, "hostname": "other@h"})
+    view.close()
+    assert view.text().count("worker-offline w@h") == 1
+    assert view.text().count("worker-heartbeat w@h") == 2  # periodic: never folded
+    assert view.text().count("worker-offline other@h") == 1
