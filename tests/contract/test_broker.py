@@ -47,7 +47,7 @@ class Taker:
         """The next message, draining in short steps the way the worker's loop does."""
         deadline = time.monotonic() + timeout
         while not self.got and time.monotonic() < deadline:
-            with suppress(TimeoutError, socket.timeout):
+            with suppress(TimeoutError):
                 self.conn.drain_events(timeout=0.1)
         return self.got.pop(0) if self.got else None
 
@@ -215,7 +215,7 @@ def test_a_waiting_consumer_gets_a_new_message_at_once(broker: BrokerKind) -> No
             start = time.monotonic()
             try:
                 conn.drain_events(timeout=30)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return
             waited.append(time.monotonic() - start)
             arrived.set()
@@ -266,7 +266,7 @@ def test_fanout_reaches_every_bound_consumer(broker: BrokerKind) -> None:
             # Redis fanout is pub/sub: only listeners subscribed when it is sent hear it,
             # so publish until both have (a copy more or less is the nature of broadcast)
             Producer(sender.default_channel).publish("hello", exchange=exchange, declare=[exchange])
-            with suppress(TimeoutError, socket.timeout):
+            with suppress(TimeoutError):
                 conn.drain_events(timeout=0.2)
             return all(got.values())
 
