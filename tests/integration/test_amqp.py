@@ -125,3 +125,16 @@ def test_an_acks_late_task_comes_back_redelivered_when_its_workers_channel_close
         assert result.get(timeout=30) == "redelivered"
     GATE.set()  # let the abandoned first run end
     assert SEEN == [("amqp-first@e2e", False), ("amqp-second@e2e", True)]
+
+
+def test_a_queue_declared_without_x_max_priority_is_a_clear_error(amqp_app: Any) -> None:
+    from kombu import Connection, Queue
+
+    from nbqueue.exceptions import BrokerError
+
+    t = _register(amqp_app)
+    name = amqp_app.conf.task_default_queue
+    with Connection(amqp_app.conf.broker_url) as conn:  # an older declaration, no priorities
+        Queue(name)(conn.default_channel).declare()
+    with pytest.raises(BrokerError, match=r"PRECONDITION_FAILED.*x-max-priority"):
+        t["add"].delay(1, 2)
