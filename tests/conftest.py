@@ -27,6 +27,7 @@ FOLDER_MARKERS = {
 }
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -59,6 +60,15 @@ def redis_server() -> str:
     if not _port_open(REDIS_HOST, REDIS_PORT):
         service_missing(f"Redis on {REDIS_HOST}:{REDIS_PORT}")
     return f"{REDIS_HOST}:{REDIS_PORT}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """``amqp://`` URL of the RabbitMQ on loopback (guest/guest, vhost ``/``), or skip (fail
+    under CI). Tests name their queues uniquely and delete them afterwards."""
+    if not _port_open(RABBITMQ_HOST, RABBITMQ_PORT):
+        service_missing(f"RabbitMQ on {RABBITMQ_HOST}:{RABBITMQ_PORT}")
+    return f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}//"
 
 
 _TEST_DBS = range(8, 16)

@@ -318,16 +318,16 @@ class Worker:
         channel = self.steps["tasks"].channel
         if channel is None:
             return True
-        qos = channel.qos
-        if len(qos._delivered) - len(qos._dirty) > 0:
+        qos = getattr(channel, "qos", None)  # kombu's virtual transports track unacked here
+        if qos is not None and len(qos._delivered) - len(qos._dirty) > 0:
             return False
-        return all(channel._size(queue.name) == 0 for queue in self.consume_from())
+        return all(_queue_size(channel, queue.name) == 0 for queue in self.consume_from())
 
     def queue_sizes(self) -> dict[str, int]:
         """Messages waiting in each of this worker's queues."""
         with self.app.connection() as conn:
             channel = conn.default_channel
-            return {name: channel._size(name) for name in self._queues}
+            return {name: _queue_size(channel, name) for name in self._queues}
 
     def queue_sizes_total(self) -> int:
         return sum(self.queue_sizes().values())
@@ -584,3 +584,12 @@ def _register_atexit(worker: Worker) -> Any:
 
     atexit.register(stop_at_exit)
     return stop_at_exit
+
+
+def _queue_size(channel: Any, name: str) -> int:
+    """Messages waiting in queue `name`: kombu's virtual ``_size``, else a passive declare
+    (AMQP, where it counts ready messages, not those delivered and unacked)."""
+    size = getattr(channel, "_size", None)
+    if size is not None:
+        return int(size(name))
+    return int(channel.queue_declare(queue=name, passive=True).message_count)

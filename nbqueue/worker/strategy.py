@@ -68,8 +68,22 @@ class TaskHandler:
             )
             self.worker.stats["invalid"] += 1
             self._reject(message)
+            self._fail_for_the_sender(message, exc)
             self.app.signals.task_rejected.send(sender=self.worker, message=message, exc=exc)
             return None
+
+    def _fail_for_the_sender(self, message: Any, exc: Exception) -> None:
+        """Store the refusal as the task's FAILURE when its headers name an id, so a client
+        waiting on the result sees why (e.g. another secret key) instead of waiting forever;
+        the rejected message is gone, so no other worker will store a result for it."""
+        task_id = (getattr(message, "headers", None) or {}).get("id")
+        if not isinstance(task_id, str) or not task_id:
+            return
+        try:
+            self.app.backend.store_result(task_id, exc, states.FAILURE)
+        except Exception:
+            logger.exception("%s: could not store the refusal of %s", self.worker.hostname, task_id)
+        self.worker.emit_task_event("task-failed", task_id, exception=repr(exc), traceback="")
 
     def _handle(self, message: Any) -> None:
         task_message = self._decode(message)
