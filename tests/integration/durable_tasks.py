@@ -2,7 +2,8 @@
 
 Configured from the environment so that the test decides broker, backend and timeouts:
 ``NBQ_TEST_BROKER``, ``NBQ_TEST_BACKEND``, ``NBQ_TEST_VISIBILITY`` (seconds) and
-``NBQ_TEST_MAX_RETRIES`` (``broker_connection_max_retries``). Every run of a task appends
+``NBQ_TEST_MAX_RETRIES`` (``broker_connection_max_retries``) and ``NBQ_TEST_RETRY_ON_STARTUP``
+(``broker_connection_retry_on_startup``, 0 or 1). Every run of a task appends
 one JSON line to ``<log_dir>/runs.jsonl`` (pid, redelivered flag), so a test can tell which
 process ran what, and how often.
 """
@@ -43,6 +44,8 @@ def _conf_from_env() -> dict[str, Any]:
     conf: dict[str, Any] = {"visibility": float(os.environ.get("NBQ_TEST_VISIBILITY", "3600"))}
     if "NBQ_TEST_MAX_RETRIES" in os.environ:
         conf["broker_connection_max_retries"] = int(os.environ["NBQ_TEST_MAX_RETRIES"])
+    if "NBQ_TEST_RETRY_ON_STARTUP" in os.environ:
+        conf["broker_connection_retry_on_startup"] = os.environ["NBQ_TEST_RETRY_ON_STARTUP"] == "1"
     return conf
 
 
