@@ -159,8 +159,11 @@ def test_ten_thousand_tasks_across_a_redis_restart_each_result_is_stored_once(
     assert len(list(backend.scan_iter("celery-task-meta-*", count=1000))) == TASKS
     runs = {k.decode(): int(v) for k, v in backend.hgetall(durable_tasks.RUNS_KEY).items()}
     assert set(runs) == set(ids)
-    duplicates = sum(runs.values()) - TASKS
-    print(f"runs: {sum(runs.values())} for {TASKS} tasks ({duplicates} redelivered twice)")
+    # at least once: a task whose ack the restart swallowed ran again after the visibility
+    # timeout; only messages unacked at the restart can (prefetch: concurrency x 4 each)
+    reruns = sum(runs.values()) - TASKS
+    print(f"{sum(runs.values())} runs for {TASKS} tasks ({reruns} ran again)")
+    assert 0 <= reruns <= WORKERS * CONCURRENCY * 4
 
     for worker in workers:
         out = worker.output()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+import nbqueue
 from tests.helpers import wait_for
 from tests.integration import durable_tasks
 
@@ -139,3 +141,44 @@ def _tag_of(raw: redis.Redis, task_id: str) -> bytes:
         if task_id.encode() in record:
             return tag
     raise AssertionError(f"{task_id} is not unacked")
+
+
+def test_the_in_process_transport_restores_an_unacked_message_after_its_visibility_timeout():
+    """The same semantics without a server: the first worker's task never acks (stuck, as
+    if its process had died); after the visibility timeout, and not before, the message is
+    restored marked redelivered and another worker completes it."""
+    app = nbqueue.App(
+        "mirror",
+        task_acks_late=True,
+        broker_transport_options={"visibility_timeout": 0.5},
+    )
+    stuck = threading.Event()
+    runs: list[tuple[str, bool, float]] = []
+
+    @app.task(bind=True)
+    def job(self):
+        redelivered = self.request.delivery_info["redelivered"]
+        runs.append((threading.current_thread().name, redelivered, time.monotonic()))
+        if not redelivered:
+            stuck.wait(30)
+        return "done"
+
+    space = app.broker.space
+    try:
+        with app.worker(concurrency=1, prefetch_multiplier=1, hostname="first") as first:
+            result = job.delay()
+            wait_for(lambda: runs, timeout=10, message="the first run")
+            ((delivered_at, _),) = space.unacked.values()
+            assert space.sizes()["celery"] == 0  # taken, not acked: invisible to others
+            with app.worker(concurrency=1, hostname="second"):
+                assert result.get(timeout=10) == "done"
+                stuck.set()
+                first.drain(10)
+    finally:
+        stuck.set()
+        app.close()
+    (one, one_redelivered, _), (two, two_redelivered, restarted_at) = runs
+    assert (one.startswith("nbqueue-first-"), one_redelivered) == (True, False)
+    assert (two.startswith("nbqueue-second-"), two_redelivered) == (True, True)
+    assert restarted_at - delivered_at >= 0.5
+    assert not space.unacked and space.sizes()["celery"] == 0
