@@ -35,6 +35,9 @@ def make_app(broker: str, backend: str | None, *, visibility: float = 3600.0, **
             "visibility_timeout": visibility,
             # kombu sweeps for expired unacked messages on idle polls; every poll here
             "unacked_restore_throttle": 1,
+            # a sweep holds a lock key for milliseconds; when Redis restarts in the middle
+            # of one, the key (persisted) blocks every sweep until it expires (kombu: 300 s)
+            "unacked_mutex_expire": 5,
         },
         **conf,
     )

@@ -146,7 +146,7 @@ def test_ten_thousand_tasks_across_a_redis_restart_each_result_is_stored_once(
         keys = [f"celery-task-meta-{task_id}" for task_id in ids]
         wait_for(
             lambda: backend.exists(*keys) == TASKS,
-            timeout=120,
+            timeout=60,
             message="every result in the backend",
         )
     finally:
@@ -168,6 +168,7 @@ def test_ten_thousand_tasks_across_a_redis_restart_each_result_is_stored_once(
     for worker in workers:
         out = worker.output()
         assert "broker connection lost" in out and "unreachable" in out, out[-3000:]
+        assert "reconnected to broker" in out, out[-3000:]
         worker.proc.send_signal(signal.SIGTERM)
     for worker in workers:
         assert worker.proc.wait(timeout=60) == 0, worker.output()[-3000:]
