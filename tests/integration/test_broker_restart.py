@@ -10,6 +10,7 @@ and the backend, which stays up, is where the outcome is checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -93,6 +94,15 @@ def own_redis(tmp_path):
     server.kill()
 
 
+def broker_state(server: RedisServer) -> dict[str, int]:
+    """How many messages wait in the queue and how many are unacked, on `server`."""
+    client = redis.Redis(port=server.port)
+    try:
+        return {"waiting": client.llen("celery"), "unacked": client.hlen("unacked")}
+    finally:
+        client.close()
+
+
 TASKS = 10_000
 WORKERS = 2
 CONCURRENCY = 4
@@ -144,11 +154,14 @@ def test_ten_thousand_tasks_across_a_redis_restart_each_result_is_stored_once(
         assert retried.is_set(), "the client never had to retry a publish"
 
         keys = [f"celery-task-meta-{task_id}" for task_id in ids]
-        wait_for(
-            lambda: backend.exists(*keys) == TASKS,
-            timeout=60,
-            message="every result in the backend",
-        )
+        try:
+            wait_for(lambda: backend.exists(*keys) == TASKS, timeout=90)
+        except AssertionError:
+            runs = backend.hlen(durable_tasks.RUNS_KEY)
+            raise AssertionError(
+                f"{backend.exists(*keys)} of {TASKS} results, {runs} tasks run; broker: "
+                f"{broker_state(own_redis)}\n" + "\n".join(w.output()[-4000:] for w in workers)
+            ) from None
     finally:
         client.close()
 
@@ -283,3 +296,45 @@ def test_a_client_gives_up_after_its_publish_retry_policy_with_an_operational_er
     assert isinstance(info.value, BrokerError)
     assert f"cannot connect to broker {url} after 3 retries" in str(info.value)
     assert errors == [0, 0.1, 0.2]  # the policy's backoff, then the error
+
+
+def test_a_delivery_popped_just_before_redis_goes_away_is_recorded_once_it_is_back(own_redis):
+    """BRPOP takes a message off its queue; recording it as unacked is the next command.
+    Redis stopping in between used to lose the message: the record is now retried until
+    Redis is back, and the message is then safely unacked there."""
+    from kombu import Connection, Consumer, Producer, Queue
+
+    from nbqueue.messaging import resolve_broker_url
+
+    url = resolve_broker_url(own_redis.url, "unused")
+    got: list = []
+    with Connection(url) as conn:
+        Producer(conn.default_channel).publish("precious", routing_key="q", declare=[Queue("q")])
+        channel = conn.channel()
+        run_script = channel.run_script
+        restarted = threading.Thread(target=own_redis.start, name="restart-redis")
+
+        def fault_then_record(name, *args, **kwargs):
+            if name == "record" and restarted.ident is None:
+                own_redis.stop()  # between the BRPOP and the record
+                restarted.start()
+            return run_script(name, *args, **kwargs)
+
+        channel.run_script = fault_then_record
+        Consumer(channel, [Queue("q")], on_message=got.append).consume()
+        wait_for(lambda: _drain_once(conn) or got, timeout=30, message="the delivery")
+        restarted.join(30)
+        raw = redis.Redis(port=own_redis.port)
+        assert raw.hlen("unacked") == 1 and raw.llen("q") == 0
+        (message,) = got
+        assert message.payload == "precious"
+        message.ack()
+        assert raw.hlen("unacked") == 0
+        raw.close()
+        channel.close()
+
+
+def _drain_once(conn) -> bool:
+    with contextlib.suppress(TimeoutError):
+        conn.drain_events(timeout=0.2)
+    return False
