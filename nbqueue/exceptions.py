@@ -9,7 +9,7 @@
     ├── SecurityError               an unsigned or wrongly signed pickle
     ├── DecodeError                 a message body that cannot be decoded
     ├── ProtocolError               a message that is not Celery protocol v1/v2
-    ├── BrokerError                 the broker is unreachable (kombu/redis errors translated)
+    ├── BrokerError                 the broker is unreachable (also kombu's OperationalError)
     ├── BackendError                the result backend failed
     ├── TimeoutError                `AsyncResult.get` gave up waiting (also a builtins.TimeoutError)
     ├── TaskError                   raised *about* a task's run
@@ -37,6 +37,8 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 from typing import Any
+
+from kombu.exceptions import OperationalError
 
 __all__ = [
     "BackendError",
@@ -98,8 +100,12 @@ class ProtocolError(NbqueueError):
     """A message that is neither Celery protocol v1 nor v2."""
 
 
-class BrokerError(NbqueueError):
-    """The broker cannot be reached or refused an operation."""
+class BrokerError(NbqueueError, OperationalError):
+    """The broker cannot be reached or refused an operation.
+
+    Also a ``kombu.exceptions.OperationalError``, what Celery's ``apply_async`` raises, so
+    ``except OperationalError`` written for Celery catches it too.
+    """
 
 
 class BackendError(NbqueueError):

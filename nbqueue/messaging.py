@@ -9,6 +9,7 @@ from typing import Any
 
 from kombu import Connection, Exchange, Producer
 from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from . import serialization, transports
 from .exceptions import BrokerError
@@ -53,6 +54,11 @@ class Broker:
         )
 
     @property
+    def display_url(self) -> str:
+        """The broker URL as the app was given it, password masked (for messages)."""
+        return maybe_sanitize_url(str(self.app.conf.broker_url))
+
+    @property
     def is_memory(self) -> bool:
         """Whether messages never leave this process (so code need not travel by value)."""
         return self.url.startswith(f"{transports.MEMORY_SCHEME}://")
@@ -69,13 +75,27 @@ class Broker:
         return Connection(self.url, **options)
 
     # producers ---------------------------------------------------------------------------
+    def _connect_policy(self) -> dict[str, Any]:
+        """How a client's first connection retries: as its publishes do (Celery's producers
+        connect inside the publish, under ``task_publish_retry_policy``)."""
+        conf = self.app.conf
+        if not conf.task_publish_retry or self.is_memory:
+            return {"max_retries": 0}
+        keys = ("max_retries", "interval_start", "interval_step", "interval_max", "errback")
+        return {k: v for k, v in conf.task_publish_retry_policy.items() if k in keys}
+
     def _new_producer(self) -> Producer:
         conn = self.connection()
+        policy = self._connect_policy()
         try:
+            conn.ensure_connection(**policy)
             channel = conn.default_channel
         except (*conn.connection_errors, OperationalError) as exc:  # kombu wraps them
             conn.release()
-            raise BrokerError(f"cannot connect to broker {conn.as_uri()}: {exc}") from exc
+            retries = policy.get("max_retries")
+            raise BrokerError(
+                f"cannot connect to broker {self.display_url} after {retries} retries: {exc}"
+            ) from exc
         return Producer(channel, exchange=Exchange(""), auto_declare=False)
 
     @contextlib.contextmanager

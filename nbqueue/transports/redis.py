@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
-from time import monotonic, time
+from time import monotonic, sleep, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -93,6 +94,10 @@ return out
 """
 #: at most this many messages are fetched past a BRPOP in one round trip
 FETCH_LIMIT = 32
+#: pauses between tries to record a delivery while Redis is unreachable (about 30 s)
+RECORD_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 10.0)
+
+logger = logging.getLogger(__name__)
 
 
 def _record(message: Any) -> str:
@@ -115,8 +120,23 @@ class QoS(kombu_redis.QoS):
         if delivery_tag in recorded:  # fetched and recorded in one step (`Channel._fetch`)
             recorded.discard(delivery_tag)
         else:
-            self.channel.run_script("record", delivery_tag, time(), _record(message))
+            self._record_surely(delivery_tag, _record(message))
         virtual.QoS.append(self, message, delivery_tag)
+
+    def _record_surely(self, delivery_tag: str, record: str) -> None:
+        """Record a BRPOP delivery, retrying while Redis is away (~30 s): BRPOP already took
+        the message off its queue, so until it is recorded this process holds the only copy
+        (kombu's own record would give up at once and the message be lost)."""
+        for delay in (*RECORD_RETRY_DELAYS, None):
+            try:
+                self.channel.run_script("record", delivery_tag, time(), record)
+                return
+            except self.channel.connection_errors as exc:
+                if delay is None:
+                    logger.error("delivery %s never recorded, so lost: %s", delivery_tag, exc)
+                    raise
+                logger.warning("recording delivery %s failed (%s); retrying", delivery_tag, exc)
+                sleep(delay)
 
     def ack(self, delivery_tag: str) -> None:
         if self.channel.scripted_acks:

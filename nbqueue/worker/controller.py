@@ -452,15 +452,31 @@ class Worker:
         scheduled = list(self.state.scheduled.values())
         for request in scheduled:
             self.state.on_unscheduled(request)
-        for request in reversed(pending + scheduled):  # front of the queue, original order
-            request.reject(requeue=True)
+        requests = list(reversed(pending + scheduled))  # front of the queue, original order
+        returned = self._requeue(requests)
+        for request in requests:
             self.state.on_dropped(request)
-        if pending or scheduled:
+        if returned:
             logger.info(
-                "%s: returned %d unstarted message(s) to the broker",
-                self.hostname,
-                len(pending) + len(scheduled),
+                "%s: returned %d unstarted message(s) to the broker", self.hostname, returned
             )
+
+    def _requeue(self, requests: list[Any]) -> int:
+        """Requeue `requests`, stopping at the first failure: the broker is gone, and keeps
+        the rest unacked until its visibility timeout restores them. Returns how many went."""
+        for returned, request in enumerate(requests):
+            try:
+                request.reject(requeue=True)
+            except Exception as exc:
+                logger.warning(
+                    "%s: could not return %d unstarted message(s) (%s); the broker restores "
+                    "them after its visibility timeout",
+                    self.hostname,
+                    len(requests) - returned,
+                    exc,
+                )
+                return returned
+        return len(requests)
 
     def on_request_start(self, request: Any) -> None:
         self.emit_task_event("task-started", request.id)

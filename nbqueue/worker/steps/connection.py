@@ -33,14 +33,20 @@ class Connection(Step):
         )
         conn = worker.app.connection()
         max_retries = conf.broker_connection_max_retries if retry else 0
+        url = worker.app.broker.display_url
+        retries = 0
 
         def on_retry(exc: BaseException, interval: float) -> None:
+            nonlocal retries
+            retries += 1
             logger.warning(
-                "%s: broker %s unreachable (%s); retrying in %.1f s",
+                "%s: broker %s unreachable (%s); retrying in %.1f s (%d/%s)",
                 worker.hostname,
-                conn.as_uri(),
+                url,
                 exc,
                 interval,
+                retries,
+                max_retries,
             )
 
         try:
@@ -58,8 +64,10 @@ class Connection(Step):
         ) as exc:
             conn.release()
             raise BrokerError(
-                f"cannot connect to broker {conn.as_uri()} after {max_retries} retries: {exc}"
+                f"cannot connect to broker {url} after {max_retries} retries: {exc}"
             ) from exc
+        if self._started_once:
+            logger.info("%s: reconnected to broker %s", worker.hostname, url)
         self.connection = conn
         self._started_once = True
         loop = worker.steps["hub"].loop
