@@ -59,6 +59,8 @@ def test_grows_to_the_backlog_and_shrinks_only_after_the_keepalive(app):
         assert scaler.tick() == 3
         assert worker.statistics()["pool"]["max-concurrency"] == 4
         wait_for(lambda: len(worker.state.active) == 4, message="four tasks running at once")
+        # the early acks freed prefetch room: the consumer fetches the sixth in its own time
+        wait_for(lambda: scaler.qty == 6, message="the sixth request fetched")
         assert worker.statistics()["autoscaler"] == {"max": 4, "min": 1, "current": 4, "qty": 6}
         assert scaler.tick() == 0  # already at max
         gate.set()
