@@ -21,6 +21,10 @@ untouched. What changes is only what an embedded worker needs:
 * **a loop that can be woken.** `Transport.wakeup` (another thread) makes a waiting
   ``drain_events`` return at once, through a socket pair registered with kombu's poller,
   so the worker's loop runs scheduled calls (cancel, close) without waiting for a poll.
+* **a short restore lock.** kombu's visibility sweep holds a lock key (``unacked_mutex``)
+  for at most ``unacked_mutex_expire`` seconds, 300 by default: a worker killed inside a
+  sweep stops every sweep for five minutes, so its own messages come back that late. A
+  sweep takes milliseconds; nbqueue's default is 30 s (a transport option, as in kombu).
 * **a prompt close.** A channel closed while its BRPOP is outstanding would wait for the
   BRPOP's timeout (1 s) to read its reply; it sends ``CLIENT UNBLOCK`` for that
   connection first (when the server allows it), so the reply — a message or nothing — comes
@@ -165,6 +169,9 @@ class Channel(kombu_redis.Channel):
     """kombu's Redis channel: one shared client, lighter acks, a close that does not wait."""
 
     QoS = QoS
+
+    #: seconds a dead sweeper's restore lock outlives it (kombu's 300: see the module doc)
+    unacked_mutex_expire = 30
 
     #: (socket, CLIENT ID) of the connection the BRPOPs go out on
     _brpop_id: tuple[Any, int] | None = None

@@ -148,3 +148,18 @@ def test_a_consumer_without_acks_leaves_nothing_unacked(url: str, raw: redis.Red
         assert [m.payload for m in got] == [0, 1, 2, 3, 4]
         assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
         channel.close()
+
+
+def test_a_dead_sweepers_restore_lock_lapses_in_30_s_not_kombus_5_minutes(
+    url: str, raw: redis.Redis
+) -> None:
+    from kombu.transport.redis import Mutex
+
+    with Connection(url, transport_options={"unacked_mutex_expire": 5}) as other:
+        assert other.default_channel.unacked_mutex_expire == 5  # still a transport option
+    with Connection(url) as conn:
+        qos = conn.default_channel.qos
+        assert qos.unacked_mutex_expire == 30
+        # the lock as the sweep takes it, held as by a sweeper killed inside its sweep
+        with Mutex(conn.default_channel.client, qos.unacked_mutex_key, qos.unacked_mutex_expire):
+            assert 0 < raw.ttl(qos.unacked_mutex_key) <= 30
