@@ -27,7 +27,8 @@ KINDS = [
     pytest.param("fakeredis", id="fakeredis"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
-BROKER_KINDS = [*KINDS, pytest.param("amqp", id="amqp", marks=pytest.mark.rabbitmq)]
+AMQP_KINDS = [pytest.param("amqp", id="amqp", marks=pytest.mark.rabbitmq)]
+BROKER_KINDS = [*KINDS, *AMQP_KINDS]
 
 #: priorities 0..9 in the order each transport serves them (its documented order)
 PRIORITY_ORDER = {

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from tests.contract.conftest import PRIORITY_ORDER, BrokerKind
+from tests.contract.conftest import AMQP_KINDS, KINDS, PRIORITY_ORDER, BrokerKind
 from tests.helpers import wait_for
 
 
@@ -70,9 +70,10 @@ def connect(broker: BrokerKind, **options: Any) -> Iterator[Connection]:
         yield conn
 
 
-def virtual_only(broker: BrokerKind, why: str) -> None:
-    if not broker.virtual:
-        pytest.skip(f"kombu's virtual transports only: {why}")
+#: run a test on kombu's virtual transports only (memory, fakeredis, Redis)
+virtual_only = pytest.mark.parametrize("broker", KINDS, indirect=True)
+#: run a test on RabbitMQ only
+amqp_only = pytest.mark.parametrize("broker", AMQP_KINDS, indirect=True)
 
 
 def test_a_message_keeps_its_body_headers_and_properties(broker: BrokerKind) -> None:
@@ -148,10 +149,10 @@ def test_unacked_messages_come_back_marked_redelivered_when_the_channel_closes(
             again.ack()
 
 
+@virtual_only  # RabbitMQ has no visibility timeout (see the next test)
 def test_a_vanished_consumers_message_is_restored_after_the_visibility_timeout(
     broker: BrokerKind,
 ) -> None:
-    virtual_only(broker, "RabbitMQ has no visibility timeout (see the next test)")
     queue = broker.queue()
     options = broker.visibility_options(0.5)
     with connect(broker, **options) as dead, connect(broker, **options) as alive:
@@ -169,11 +170,10 @@ def test_a_vanished_consumers_message_is_restored_after_the_visibility_timeout(
             assert taker.next(timeout=0.5) is None
 
 
+@amqp_only  # virtual transports wait for the visibility timeout (above)
 def test_a_dropped_connections_unacked_message_goes_to_another_consumer_at_once(
     broker: BrokerKind,
 ) -> None:
-    if broker.virtual:
-        pytest.skip("AMQP only: virtual transports wait for the visibility timeout (above)")
     queue = broker.queue()
     with connect(broker) as dead, connect(broker) as alive:
         publish(dead, "abandoned", queue)
@@ -229,8 +229,8 @@ def test_a_waiting_consumer_gets_a_new_message_at_once(broker: BrokerKind) -> No
         taker.got.pop().ack()
 
 
+@virtual_only  # py-amqp's transport has no wakeup(); the worker drains in steps
 def test_wakeup_interrupts_a_waiting_drain(broker: BrokerKind) -> None:
-    virtual_only(broker, "py-amqp's transport has no wakeup(); the worker drains in steps")
     queue = broker.queue()
     with connect(broker) as conn, taking(conn, queue):
         returned = threading.Event()
