@@ -20,9 +20,11 @@ def test_interrupting_a_get_stops_the_wait_and_revokes_the_cells_tasks(raw_kerne
     kernel.run("%%task add(x, y)\nreturn x + y")
     kernel.run("%worker start -c 1")
     kernel.run("%config NbqueueMagics.revoke_on_interrupt = True")
+    # no flush=True: a flushing print blocks the cell until the IOPub thread has sent the
+    # text, and an interrupt landing inside that flush loses the cell's later output; the
+    # stream's own flush sends it while the cell already waits in get()
     cell = kernel.execute(
-        "a = block.delay()\nstarted.wait(30)\nb = add.delay(1, 2)\n"
-        "print('waiting', flush=True)\na.get()"
+        "a = block.delay()\nstarted.wait(30)\nb = add.delay(1, 2)\nprint('waiting')\na.get()"
     )
     kernel.pump(lambda: "waiting" in kernel.text(cell), timeout=60)
     kernel.km.interrupt_kernel()
