@@ -35,6 +35,7 @@ from kombu.utils.url import maybe_sanitize_url
 from .. import states
 from ..exceptions import BackendError
 from ..transports import fakeredis as fake_transport
+from ..transports.redis_commands import Commands, Script
 from .base import Backend, exception_to_python, prepare_exception
 from .codec import MetaCodec
 from .redis_listener import Pending, ResultListener
@@ -90,10 +91,12 @@ class RedisBackend(Backend):
         # health-check PING that would read a message away
         self._listen_pool = _connection_pool(url, options, protocol=2, health_check_interval=0)
         self.client = redis.Redis(connection_pool=self._pool)
+        #: the per-task commands (store, read) without redis-py's per-call overhead
+        self.commands = Commands(self.client)
+        self._store_script = Script(STORE_RESULT)
         self._scripts = {
             name: self.client.register_script(source)
             for name, source in (
-                ("store", STORE_RESULT),
                 ("chord_part", CHORD_PART),
                 ("claim_extend", CHORD_CLAIM_EXTEND),
                 ("chord_cleanup", CHORD_CLEANUP),
@@ -163,7 +166,7 @@ class RedisBackend(Backend):
     # storage primitives ------------------------------------------------------------------
     def _get(self, task_id: str) -> dict[str, Any] | None:
         with self._errors(f"read the result of {task_id}"):
-            raw = self.client.get(self.task_key(task_id))
+            raw = self.commands.execute("GET", self.task_key(task_id))
         return None if raw is None else self.codec.decode(raw)
 
     def _set(self, task_id: str, meta: dict[str, Any], state: str) -> None:
@@ -179,7 +182,7 @@ class RedisBackend(Backend):
         else:
             command, amount = "PSETEX", max(1, round(ttl * 1000))
         with self._errors(f"store {key}"):
-            return self._scripts["store"](keys=[key], args=[payload, command, amount])
+            return self.commands.evalsha(self._store_script, (key,), (payload, command, amount))
 
     def _delete(self, task_id: str) -> None:
         with self._errors(f"forget {task_id}"):
@@ -380,5 +383,6 @@ class RedisBackend(Backend):
             listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
+        self.commands.close()
         self._pool.disconnect()
         self._listen_pool.disconnect()

@@ -55,6 +55,7 @@ from kombu.utils.json import loads
 from kombu.utils.objects import cached_property
 
 from ..protocol import new_id
+from .redis_commands import Commands, Script
 
 __all__ = ["Channel", "QoS", "Transport"]
 
@@ -68,11 +69,17 @@ _FORGET = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 """
-#: Pop up to ARGV[1] messages, in the order the keys are given (BRPOP's order), recording
-#: each as unacked the way kombu does, in one atomic step. KEYS: unacked_index, unacked,
-#: then the queue/priority lists. ARGV: count, delivery time. Returns {key, envelope, ...}.
-#: An envelope it cannot read goes back where it was, for the BRPOP path to deal with.
+#: Record the message BRPOP just delivered (ARGV[3] tag, ARGV[4] record, when given), then
+#: pop up to ARGV[1] more, in the order the keys are given (BRPOP's order), recording each
+#: as unacked the way kombu does, in one atomic step. KEYS: unacked_index, unacked, then
+#: the queue/priority lists. ARGV: count, delivery time[, tag, record]. Returns
+#: {key, envelope, ...}. An envelope it cannot read goes back where it was, for the BRPOP
+#: path to deal with.
 _FETCH = """
+if ARGV[3] then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+    redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+end
 local out = {}
 local wanted = tonumber(ARGV[1])
 for i = 3, #KEYS do
@@ -104,14 +111,18 @@ RECORD_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 10.0)
 logger = logging.getLogger(__name__)
 
 
-def _record(message: Any) -> str:
-    """kombu's unacked record of a delivery: ``[envelope, exchange, routing_key]``."""
-    info = message.delivery_info
-    value = [message._raw, info["exchange"], info["routing_key"]]
+def _dumps(value: Any) -> str:
+    """kombu's JSON (the same text for JSON's own types), by the stdlib's encoder first."""
     try:
         return json.dumps(value)
     except TypeError:  # an envelope with kombu's rich types
         return kombu_dumps(value)
+
+
+def _record(message: Any) -> str:
+    """kombu's unacked record of a delivery: ``[envelope, exchange, routing_key]``."""
+    info = message.delivery_info
+    return _dumps([message._raw, info["exchange"], info["routing_key"]])
 
 
 class QoS(kombu_redis.QoS):
@@ -120,9 +131,17 @@ class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         if not self.channel.scripted_acks:
             return super().append(message, delivery_tag)
-        recorded = self.channel.prerecorded
+        channel = self.channel
+        recorded = channel.prerecorded
         if delivery_tag in recorded:  # fetched and recorded in one step (`Channel._fetch`)
             recorded.discard(delivery_tag)
+        elif channel.fetch_with_record:  # BRPOP's message: recorded by the fetch script
+            channel.fetch_with_record = False
+            record = _record(message)
+            try:
+                channel.fetched = channel.fetch(delivery_tag, record)
+            except channel.connection_errors:  # then recorded alone, retried while away
+                self._record_surely(delivery_tag, record)
         else:
             self._record_surely(delivery_tag, _record(message))
         virtual.QoS.append(self, message, delivery_tag)
@@ -175,19 +194,20 @@ class Channel(kombu_redis.Channel):
 
     #: (socket, CLIENT ID) of the connection the BRPOPs go out on
     _brpop_id: tuple[Any, int] | None = None
+    #: set while BRPOP's message is delivered: `QoS.append` records it *and* fetches
+    fetch_with_record = False
+    #: what that fetch popped ([key, envelope, ...]), delivered after BRPOP's message
+    fetched: list[Any] | None = None
 
     @property
     def scripted_acks(self) -> bool:
         """Whether acks go through our scripts (not with a global key prefix)."""
         return self.ack_emulation and not self.global_keyprefix
 
-    @cached_property
-    def _ack_scripts(self) -> dict[str, Any]:
-        client = self.shared_client
-        return {
-            name: client.register_script(source)
-            for name, source in (("record", _RECORD), ("forget", _FORGET), ("fetch", _FETCH))
-        }
+    _ack_scripts = {
+        name: Script(source)
+        for name, source in (("record", _RECORD), ("forget", _FORGET), ("fetch", _FETCH))
+    }
 
     @cached_property
     def prerecorded(self) -> set[str]:
@@ -197,7 +217,7 @@ class Channel(kombu_redis.Channel):
     def run_script(self, name: str, *args: Any, keys: tuple[str, ...] = ()) -> Any:
         """Run an ack script on ``unacked_index``, ``unacked`` (and `keys`)."""
         keys = (self.unacked_index_key, self.unacked_key, *keys)
-        return self._ack_scripts[name](keys=keys, args=args, client=self.shared_client)
+        return self.commands.evalsha(self._ack_scripts[name], keys, args)
 
     @cached_property
     def no_ack_queues(self) -> set[str]:
@@ -219,29 +239,48 @@ class Channel(kombu_redis.Channel):
         )
 
     def _brpop_read(self, **options: Any) -> bool:
-        """kombu's BRPOP delivery, then what else is waiting, up to the prefetch room."""
-        delivered = super()._brpop_read(**options)
-        if delivered and self.fetching:
+        """kombu's BRPOP delivery, then what else is waiting, up to the prefetch room: the
+        delivered message's unacked record and that fetch are one script (`QoS.append`)."""
+        fetching = self.fetch_with_record = self.fetching
+        try:
+            delivered = super()._brpop_read(**options)
+        finally:
+            self.fetch_with_record = False
+        popped, self.fetched = self.fetched, None
+        if popped is not None:
+            self._deliver_fetched(popped)
+        elif delivered and fetching:  # BRPOP's message was not recorded by us: fetch alone
             self._fetch()
         return delivered
 
     def _fetch(self) -> int:
-        """Pop and record (one round trip) as many waiting messages as prefetch allows;
-        returns how many were delivered."""
+        """Deliver what is waiting, up to the prefetch room; returns how many."""
+        popped = self.fetch()
+        self._deliver_fetched(popped)
+        return len(popped) // 2
+
+    def fetch(self, *record: str) -> list[Any]:
+        """Pop and record (one round trip) as many waiting messages as prefetch allows,
+        recording `record` (tag, record) first when given; returns [key, envelope, ...]."""
         room = self.qos.can_consume_max_estimate()
         room = FETCH_LIMIT if room is None else min(room, FETCH_LIMIT)
+        if record:
+            room -= 1  # the message being recorded is not counted yet
         queues = self._queue_cycle.consume(len(self.active_queues))
         if room <= 0 or not queues:
-            return 0
+            if record:
+                self.run_script("record", record[0], time(), record[1])
+            return []
         keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
-        popped = self.run_script("fetch", room, time(), keys=tuple(keys))
+        return self.run_script("fetch", room, time(), *record, keys=tuple(keys))
+
+    def _deliver_fetched(self, popped: list[Any]) -> None:
         for key, item in zip(popped[::2], popped[1::2], strict=True):
             message = loads(bytes_to_str(item))
             self.prerecorded.add(message["properties"]["delivery_tag"])
             dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             self.connection._deliver(message, dest)
-        return len(popped) // 2
 
     def _next_delivery_tag(self) -> str:
         return new_id()  # a uuid4 string like kombu's, without a syscall per message
@@ -251,6 +290,22 @@ class Channel(kombu_redis.Channel):
         """The client for everything but BRPOP/pub-sub (those keep their own connection)."""
         return self._create_client()
 
+    @cached_property
+    def commands(self) -> Commands:
+        """The hot path's commands (publish, ack scripts), on `shared_client`'s server."""
+        return Commands(self.shared_client)
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish (``LPUSH`` of the JSON envelope) as one direct command."""
+        if (
+            self.global_keyprefix
+            or kwargs.get("_publish_batch") is not None
+            or (self._expires and queue in self._expires)
+        ):
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        self.commands.execute("LPUSH", key, _dumps(message))
+
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client if client else self.shared_client
@@ -258,7 +313,9 @@ class Channel(kombu_redis.Channel):
     def _disconnect_pools(self) -> None:
         super()._disconnect_pools()
         self.__dict__.pop("shared_client", None)  # later calls (restore at close) get a new pool
-        self.__dict__.pop("_ack_scripts", None)
+        commands = self.__dict__.pop("commands", None)
+        if commands is not None:
+            commands.close()
         self.__dict__.pop("prerecorded", None)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
