@@ -28,9 +28,12 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# run as a script, this folder comes first on sys.path, where "redis" would be redis.py
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-from benchmarks._harness import Workload, emit, medians, run_matrix, table
+from benchmarks._harness import Workload, emit, medians, run_matrix, table  # noqa: E402 - after the sys.path fix above
 
 WORKLOAD = Workload(batch=5000, rounds=0, warmup=50)
 

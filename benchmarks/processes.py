@@ -17,9 +17,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# run as a script, this folder comes first on sys.path, where "redis" would be redis.py
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-from benchmarks._harness import Workload, emit, measure, run_matrix, table
+from benchmarks._harness import Workload, emit, measure, run_matrix, table  # noqa: E402 - after the sys.path fix above
 
 CPU_TASKS = 8
 CPU_LOOPS = 3_000_000

@@ -37,7 +37,7 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks._harness import (  # noqa: E402
+from benchmarks._harness import (  # noqa: E402  # noqa: E402 - after the sys.path fix above
     Workload,
     emit,
     measure,
