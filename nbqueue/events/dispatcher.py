@@ -133,6 +133,9 @@ class EventDispatcher:
     def flush(self) -> None:
         """Publish the buffered events, ``buffer_limit`` at a time, as ``<group>.multi`` lists."""
         buffer, limit = self._buffer, self.buffer_limit
+        if len(self.buffer_group) == 1:  # (the worker's case) every buffered event is of it
+            self._flush_group(next(iter(self.buffer_group)))
+            return
         batches: dict[str, list[dict[str, Any]]] = {}
         while True:
             try:
@@ -146,6 +149,19 @@ class EventDispatcher:
                 self._publish(batches.pop(group), f"{group}.multi")
         for group, batch in batches.items():
             self._publish(batch, f"{group}.multi")
+
+    def _flush_group(self, group: str) -> None:
+        buffer, limit, routing_key = self._buffer, self.buffer_limit, f"{group}.multi"
+        popleft = buffer.popleft
+        while buffer:
+            batch = []
+            try:
+                for _ in range(min(limit, len(buffer))):
+                    batch.append(popleft())
+            except IndexError:  # another thread flushed meanwhile
+                pass
+            if batch:
+                self._publish(batch, routing_key)
 
     @property
     def buffered(self) -> int:

@@ -111,9 +111,23 @@ def utcoffset() -> float:
     return time.timezone / 3600
 
 
+#: (our utcoffset, until when it is taken as is): it changes twice a year, look once a minute
+_here = (0.0, 0.0)
+
+
+def _local_offset() -> float:
+    global _here
+    offset, until = _here
+    now = time.time()
+    if now >= until:
+        offset = utcoffset()
+        _here = (offset, now + 60.0)
+    return offset
+
+
 def adjust_timestamp(timestamp: float, offset: float, here: float | None = None) -> float:
     """`timestamp` sent by a host `offset` hours west of UTC, on our local clock."""
-    here = utcoffset() if here is None else here
+    here = _local_offset() if here is None else here
     return timestamp - (offset - here) * 3600
 
 

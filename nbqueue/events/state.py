@@ -10,6 +10,7 @@ widgets and CLIs read.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -45,6 +46,8 @@ _RECEIVED_KEEPS = frozenset(
 )
 #: event fields that describe the sender, not the worker or task
 _ENVELOPE = frozenset({"type", "utcoffset", "local_received"})
+#: event fields a worker takes as its own (and every ``sw_*`` one)
+_WORKER_FIELDS = frozenset({"pid", "freq", "clock", "active", "processed", "loadavg"})
 
 
 class WorkerInfo:
@@ -67,9 +70,7 @@ class WorkerInfo:
     def on_event(self, subject: str, event: dict[str, Any]) -> None:
         """Apply a ``worker-<subject>`` event (or a task event, which counts as a heartbeat)."""
         for key, value in event.items():
-            if key in ("pid", "freq", "clock", "active", "processed", "loadavg") or key.startswith(
-                "sw_"
-            ):
+            if key in _WORKER_FIELDS or key[:3] == "sw_":
                 setattr(self, key, value)
         if subject == "offline":
             self.heartbeats.clear()
@@ -84,9 +85,13 @@ class WorkerInfo:
                 self.hostname,
                 received - timestamp,
             )
-        self.heartbeats.append(received)
-        self.heartbeats.sort()
-        del self.heartbeats[:-_MAX_HEARTBEATS]
+        heartbeats = self.heartbeats
+        if heartbeats and received < heartbeats[-1]:
+            bisect.insort(heartbeats, received)
+        else:
+            heartbeats.append(received)  # the usual case: already in order
+        if len(heartbeats) > _MAX_HEARTBEATS:
+            del heartbeats[:-_MAX_HEARTBEATS]
 
     @property
     def heartbeat_expires(self) -> float | None:
@@ -164,8 +169,7 @@ class TaskInfo:
     )
 
     def __init__(self, uuid: str) -> None:
-        for name in self._FIELDS:
-            setattr(self, name, None)
+        self.__dict__.update(_TASK_DEFAULTS)  # every field None, in one step
         self.uuid = uuid
         self.state = states.PENDING
         self.clock = 0
@@ -192,7 +196,7 @@ class TaskInfo:
         else:
             fields.update(state=state, timestamp=timestamp)
         for key, value in fields.items():
-            if key in self._FIELDS:
+            if key in _TASK_FIELDS:
                 setattr(self, key, value)
             elif key not in ("hostname", "pid"):
                 self.extra[key] = value
@@ -209,6 +213,10 @@ class TaskInfo:
 
     def __repr__(self) -> str:
         return f"<TaskInfo {self.name}[{self.uuid}] {self.state}>"
+
+
+_TASK_FIELDS = frozenset(TaskInfo._FIELDS)
+_TASK_DEFAULTS = dict.fromkeys(TaskInfo._FIELDS)
 
 
 NodeCallback = Callable[[WorkerInfo], Any]
