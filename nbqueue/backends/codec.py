@@ -81,12 +81,14 @@ class MetaCodec:
         ordered = {k: v for k, v in meta.items() if k != "task_id"}
         if "task_id" in meta:
             ordered["task_id"] = meta["task_id"]
-        if "result" in ordered:
-            result = ordered["result"]
-            ordered["result"] = self.marker(result) if self.always_pickle else self.pack(result)
-        try:
+        result = ordered.get("result")
+        if self.always_pickle and "result" in ordered:
+            ordered["result"] = self.marker(result)
+        elif hasattr(result, "as_tuple"):  # a task returning an AsyncResult/GroupResult
+            ordered["result"] = result.as_tuple()
+        try:  # the common case, JSON as it is: encoded once (no trial encoding of the result)
             return _json(ordered)
-        except (TypeError, ValueError):  # args/kwargs of a task shipped as cloudpickle
+        except (TypeError, ValueError):  # a result or args/kwargs JSON cannot hold: markers
             return _json({k: self.pack(v) for k, v in ordered.items()})
 
     def decode(self, raw: bytes | str) -> dict[str, Any]:

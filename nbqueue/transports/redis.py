@@ -119,6 +119,11 @@ def _dumps(value: Any) -> str:
         return kombu_dumps(value)
 
 
+def _loads(text: str) -> Any:
+    """kombu's JSON decoding; the stdlib's alone when no kombu type marker is in the text."""
+    return loads(text) if '"__type__"' in text else json.loads(text)
+
+
 def _record(message: Any) -> str:
     """kombu's unacked record of a delivery: ``[envelope, exchange, routing_key]``."""
     info = message.delivery_info
@@ -276,7 +281,7 @@ class Channel(kombu_redis.Channel):
 
     def _deliver_fetched(self, popped: list[Any]) -> None:
         for key, item in zip(popped[::2], popped[1::2], strict=True):
-            message = loads(bytes_to_str(item))
+            message = _loads(bytes_to_str(item))
             self.prerecorded.add(message["properties"]["delivery_tag"])
             dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
