@@ -8,7 +8,18 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from nbqueue.transports import redis_commands
 from nbqueue.transports.redis_commands import Commands, Script
+
+
+@pytest.fixture(autouse=True, params=["hiredis", "redis-py"])
+def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both packers: hiredis's, and redis-py's (hiredis not installed)."""
+    if request.param == "hiredis" and redis_commands._hiredis_pack is None:
+        pytest.skip("hiredis is not installed")
+    if request.param == "redis-py":
+        monkeypatch.setattr(redis_commands, "_hiredis_pack", None)
+    return request.param
 
 
 @pytest.fixture

@@ -11,8 +11,19 @@ import redis
 
 import nbqueue
 from nbqueue import states
+from nbqueue.backends import redis_listener
 from nbqueue.protocol import new_id
 from tests.helpers import wait_for
+
+
+@pytest.fixture(autouse=True, params=["hiredis", "redis-py"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both ways of reading replies: our hiredis reader, redis-py's parser."""
+    if request.param == "hiredis" and redis_listener.hiredis is None:
+        pytest.skip("hiredis is not installed")
+    if request.param == "redis-py":
+        monkeypatch.setattr(redis_listener, "hiredis", None)
+    return request.param
 
 
 @pytest.fixture
@@ -74,3 +85,19 @@ def test_forget_drops_the_subscription_and_the_cached_result(app: Any) -> None:
     assert backend.listener.ready(task_id) is None
     assert app.AsyncResult(task_id).state == states.PENDING
     assert backend.listener.watching() == 0
+
+
+def test_a_burst_of_results_and_a_result_larger_than_one_read_all_arrive(
+    app: Any, reader: str
+) -> None:
+    backend = app.backend
+    ids = [new_id() for _ in range(300)]
+    for task_id in ids:
+        backend.on_task_call(task_id)  # subscribed as a sending client does
+    big = "x" * 200_000  # more than one recv's worth: a reply split across reads
+    for n, task_id in enumerate(ids):
+        backend.store_result(task_id, big if n == 150 else n, states.SUCCESS)
+    got = [app.AsyncResult(task_id).get(timeout=30) for task_id in ids]
+    assert got == [big if n == 150 else n for n in range(300)]
+    wait_for(lambda: backend.listener.watching() == 0, message="every channel unsubscribed")
+    assert (backend.listener._reader is not None) == (reader == "hiredis")
