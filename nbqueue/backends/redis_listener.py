@@ -260,7 +260,10 @@ class ResultListener:
     # connection (lock held) ----------------------------------------------------------------
     def _send(self, *args: Any) -> None:
         try:
-            self._conn.send_command(*args, check_health=False)
+            if self._reader is not None:  # hiredis: its packer (redis-py's bytes, less work)
+                self._conn.send_packed_command((hiredis.pack_command(args),), check_health=False)
+            else:
+                self._conn.send_command(*args, check_health=False)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             logger.warning("%s: result connection lost (%s); reconnecting", self.name, exc)
             self._disconnect()

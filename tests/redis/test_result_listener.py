@@ -93,7 +93,7 @@ def test_a_burst_of_results_and_a_result_larger_than_one_read_all_arrive(
     backend = app.backend
     ids = [new_id() for _ in range(300)]
     for task_id in ids:
-        backend.on_task_call(task_id)  # subscribed as a sending client does
+        backend.watch(task_id)  # subscribed (confirmed): every result comes by pub/sub
     big = "x" * 200_000  # more than one recv's worth: a reply split across reads
     for n, task_id in enumerate(ids):
         backend.store_result(task_id, big if n == 150 else n, states.SUCCESS)
