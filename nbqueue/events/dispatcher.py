@@ -88,6 +88,7 @@ class EventDispatcher:
         self._offset = 0.0
         self._offset_until = 0.0
         self._counter_lock = threading.Lock()
+        self._take_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._closed = False
         self.sent = 0
@@ -130,11 +131,12 @@ class EventDispatcher:
         if self.on_buffered is not None:
             self.on_buffered(len(buffer))
 
-    def flush(self) -> None:
-        """Publish the buffered events, ``buffer_limit`` at a time, as ``<group>.multi`` lists."""
+    def flush(self, *, full_only: bool = False) -> None:
+        """Publish the buffered events, ``buffer_limit`` at a time, as ``<group>.multi`` lists
+        (with `full_only`, only whole batches: the rest waits for the next flush)."""
         buffer, limit = self._buffer, self.buffer_limit
         if len(self.buffer_group) == 1:  # (the worker's case) every buffered event is of it
-            self._flush_group(next(iter(self.buffer_group)))
+            self._flush_group(next(iter(self.buffer_group)), full_only)
             return
         batches: dict[str, list[dict[str, Any]]] = {}
         while True:
@@ -150,18 +152,18 @@ class EventDispatcher:
         for group, batch in batches.items():
             self._publish(batch, f"{group}.multi")
 
-    def _flush_group(self, group: str) -> None:
+    def _flush_group(self, group: str, full_only: bool) -> None:
+        """Publish one group's events. Batches are taken whole under a lock, so threads
+        flushing at once each send full batches rather than splinters of one."""
         buffer, limit, routing_key = self._buffer, self.buffer_limit, f"{group}.multi"
         popleft = buffer.popleft
-        while buffer:
-            batch = []
-            try:
-                for _ in range(min(limit, len(buffer))):
-                    batch.append(popleft())
-            except IndexError:  # another thread flushed meanwhile
-                pass
-            if batch:
-                self._publish(batch, routing_key)
+        while True:
+            with self._take_lock:
+                size = min(limit, len(buffer))
+                if not size or (full_only and size < limit):
+                    return
+                batch = [popleft() for _ in range(size)]  # only flushers pop: never short
+            self._publish(batch, routing_key)
 
     @property
     def buffered(self) -> int:

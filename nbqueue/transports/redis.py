@@ -311,6 +311,14 @@ class Channel(kombu_redis.Channel):
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         self.commands.execute("LPUSH", key, _dumps(message))
 
+    def _put_fanout(self, exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
+        """kombu's fanout publish (``PUBLISH`` on each topic) as direct commands (events)."""
+        if self.global_keyprefix or kwargs.get("_publish_batch") is not None:
+            return super()._put_fanout(exchange, message, routing_key, **kwargs)
+        payload = _dumps(message)
+        for topic in self._get_publish_topics(exchange, routing_key):
+            self.commands.execute("PUBLISH", topic, payload)
+
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client if client else self.shared_client

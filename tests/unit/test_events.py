@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 
 import pytest
@@ -212,6 +213,39 @@ def test_dispatcher_buffers_task_events_into_task_multi_lists(app, bound):
     assert messages[0].headers == {"hostname": "d@h"}
     assert messages[0].properties["delivery_mode"] == 1
     assert [e["uuid"] for m in messages[1:] for e in m.decode()] == [f"id-{i}" for i in range(6)]
+
+
+def test_a_full_only_flush_sends_whole_batches_and_leaves_the_rest(app, bound):
+    with EventDispatcher(app, hostname="d@h", buffer_group={"task"}, buffer_limit=4) as dispatcher:
+        for i in range(10):
+            dispatcher.send("task-started", uuid=f"id-{i}")
+        dispatcher.flush(full_only=True)
+        assert [len(m.decode()) for m in bound()] == [4, 4]
+        assert dispatcher.buffered == 2
+        dispatcher.flush()
+        assert [e["uuid"] for m in bound() for e in m.decode()] == ["id-8", "id-9"]
+        assert dispatcher.buffered == 0
+
+
+def test_threads_flushing_at_once_send_whole_batches(app, bound):
+    dispatcher = EventDispatcher(app, hostname="d@h", buffer_group={"task"}, buffer_limit=8)
+    dispatcher.on_buffered = lambda size: size >= 8 and dispatcher.flush(full_only=True)
+    start = threading.Barrier(4)
+
+    def send(n: int) -> None:
+        start.wait(10)
+        for i in range(200):
+            dispatcher.send("task-started", uuid=f"{n}-{i}")
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    dispatcher.close()  # publishes what is left
+    sizes = [len(m.decode()) for m in bound()]
+    assert sum(sizes) == 800
+    assert all(size == 8 for size in sizes[:-1])  # only the last (at close) may be short
 
 
 def test_dispatcher_sends_only_its_groups_and_nothing_when_disabled(app, bound):

@@ -3,9 +3,9 @@
 Task events (``task-received`` ... ``task-succeeded``) are sent only while ``task_events``
 is on (``send_events=True``/``worker_send_task_events``, or the ``enable_events``
 command). Like a Celery worker with an event loop, the step buffers them and publishes
-them as ``task.multi`` lists: as soon as ``buffer_limit`` (24) are waiting, by the thread
-that sent the last one, and otherwise at most `flush_interval` seconds after the first,
-from the worker's timer. Worker events (heartbeats, gossip) go out at once.
+them as ``task.multi`` lists: whole batches as soon as ``buffer_limit`` (24) are waiting,
+by the thread that sent the last one, and the rest at most `flush_interval` seconds after
+the first, from the worker's timer. Worker events (heartbeats, gossip) go out at once.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ class Events(Step):
         if dispatcher is None:
             return
         if size >= self._limit:
-            dispatcher.flush()
-            return
+            dispatcher.flush(full_only=True)  # whole batches; the timer sweeps the rest
+            if not dispatcher.buffered:
+                return
         with self._lock:
             if self._flush_entry is not None:
                 return
