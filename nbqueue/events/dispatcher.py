@@ -84,7 +84,12 @@ class EventDispatcher:
         self._headers = {"hostname": self.hostname}
         self._producer: Producer | None = None
         self._buffer: deque[dict[str, Any]] = deque(maxlen=_MAX_BUFFERED)
-        self._retry = self.connection.transport.driver_type != "memory"  # in-process: no I/O
+        in_process = self.connection.transport.driver_type == "memory"
+        self._retry = not in_process  # in-process: no I/O to retry
+        #: the in-process broker's routing table lookup (``None`` elsewhere)
+        self._routes: Callable[[str, str], list[str]] | None = (
+            getattr(self.connection.default_channel, "routes", None) if in_process else None
+        )
         self._offset = 0.0
         self._offset_until = 0.0
         self._counter_lock = threading.Lock()
@@ -164,6 +169,17 @@ class EventDispatcher:
                     return
                 batch = [popleft() for _ in range(size)]  # only flushers pop: never short
             self._publish(batch, routing_key)
+
+    def listened(self) -> bool:
+        """Whether an event sent now could reach anyone: on the in-process broker, whether a
+        queue is bound to the event exchange (a monitor, a receiver); elsewhere always (a
+        broker's subscribers cannot be known). Callers skip building unheard events."""
+        if self._routes is None:
+            return True
+        if self._routes(self.exchange.name, "task.multi"):
+            return True
+        self.unrouted += 1
+        return False
 
     @property
     def buffered(self) -> int:

@@ -479,10 +479,13 @@ class Worker:
         return len(requests)
 
     def on_request_start(self, request: Any) -> None:
-        self.emit_task_event("task-started", request.id)
+        if self.task_events_enabled():
+            self.emit_task_event("task-started", request.id)
 
     def on_request_done(self, request: Any, outcome: Any) -> None:
         """Announce how a run ended (events are sent only when task events are on)."""
+        if not self.task_events_enabled():
+            return
         state = outcome.state
         if state == states.SUCCESS:
             self.emit_task_event(
@@ -511,8 +514,9 @@ class Worker:
             )
 
     def task_events_enabled(self) -> bool:
+        """Whether task events are on and could be heard (see `EventDispatcher.listened`)."""
         events = self.consumer_blueprint.steps.get("events")
-        return events is not None and getattr(events, "task_events", False)
+        return events is not None and getattr(events, "task_events", False) and events.listened()
 
     def emit_task_event(self, type_: str, task_id: str, **fields: Any) -> None:
         """Send a task event through the Events step, when it runs with task events on."""

@@ -278,3 +278,28 @@ def test_worker_offline_is_the_last_event_a_stopping_worker_sends(app):
     types = [e["type"] for e in log.events if e["hostname"] == "last@test"]
     assert types[-1] == "worker-offline", types
     assert not log.state.alive_workers()
+
+
+def test_unheard_task_events_are_not_even_built_on_the_in_process_broker(app):
+    reprs = []
+
+    class Loud:
+        def __repr__(self):
+            reprs.append(1)  # the task-succeeded event's result field is built with repr
+            return "Loud()"
+
+    @app.task(ignore_result=True)
+    def loud():
+        return Loud()
+
+    with app.worker(hostname="quiet@test", send_events=True) as worker:
+        loud.delay()
+        assert worker.drain(10)
+        assert reprs == []  # nobody was bound to the event exchange: nothing built
+        dispatcher = worker.steps["events"].dispatcher
+        assert dispatcher.info()["unrouted"] >= 3  # received, started, succeeded unheard
+        with EventLog(app) as log:
+            heard = loud.delay()
+            (event,) = log.wait_type("task-succeeded", hostname="quiet@test")
+        assert event["uuid"] == heard.id and event["result"] == "Loud()"
+        assert reprs == [1]

@@ -65,6 +65,11 @@ class Events(Step):
         if dispatcher is not None:
             dispatcher.send_fields(type_, fields)
 
+    def listened(self) -> bool:
+        """Whether task events could reach anyone now (`EventDispatcher.listened`)."""
+        dispatcher = self.dispatcher
+        return dispatcher is not None and dispatcher.listened()
+
     def set_task_events(self, enabled: bool) -> bool:
         """Turn task events on or off; returns whether anything changed."""
         if self.task_events == enabled:
