@@ -86,10 +86,9 @@ class EventDispatcher:
         self._buffer: deque[dict[str, Any]] = deque(maxlen=_MAX_BUFFERED)
         in_process = self.connection.transport.driver_type == "memory"
         self._retry = not in_process  # in-process: no I/O to retry
-        #: the in-process broker's routing table lookup (``None`` elsewhere)
-        self._routes: Callable[[str, str], list[str]] | None = (
-            getattr(self.connection.default_channel, "routes", None) if in_process else None
-        )
+        #: the in-process broker's channel (routes and a bindings counter), else ``None``
+        self._local = self.connection.default_channel if in_process else None
+        self._heard: tuple[int, bool] = (-1, True)  # (bindings counter, listened) last seen
         self._offset = 0.0
         self._offset_until = 0.0
         self._counter_lock = threading.Lock()
@@ -174,12 +173,17 @@ class EventDispatcher:
         """Whether an event sent now could reach anyone: on the in-process broker, whether a
         queue is bound to the event exchange (a monitor, a receiver); elsewhere always (a
         broker's subscribers cannot be known). Callers skip building unheard events."""
-        if self._routes is None:
+        local = self._local
+        if local is None:
             return True
-        if self._routes(self.exchange.name, "task.multi"):
-            return True
-        self.unrouted += 1
-        return False
+        seen, heard = self._heard
+        bindings = local.space.bindings
+        if seen != bindings:  # looked up again only when a binding changed
+            heard = bool(local.routes(self.exchange.name, "task.multi"))
+            self._heard = (bindings, heard)
+        if not heard:
+            self.unrouted += 1
+        return heard
 
     @property
     def buffered(self) -> int:

@@ -115,6 +115,8 @@ class Namespace:
         self.cond = threading.Condition(threading.Lock())
         self.version = 0
         self.waiting = 0
+        #: bumped by every bind, unbind and queue delete (who may hear an exchange changed)
+        self.bindings = 0
 
     def queue(self, name: str) -> _Queue:
         q = self.queues.get(name)
@@ -232,7 +234,11 @@ class Channel(virtual.Channel):
             self.space.put(queue, message)
 
     def _queue_bind(self, *args: Any) -> None:
-        pass
+        self.space.bindings += 1  # kombu has added the row to the exchange's table
+
+    def queue_unbind(self, queue: str, exchange: str | None = None, *args: Any, **kw: Any):
+        super().queue_unbind(queue, exchange, *args, **kw)
+        self.space.bindings += 1
 
     def _size(self, queue: str) -> int:
         q = self.space.queues.get(queue)
@@ -270,6 +276,7 @@ class Channel(virtual.Channel):
             if table and any(row[-1] == queue for row in table):
                 meta["table"] = [row for row in table if row[-1] != queue]
         self._delete(queue)
+        self.space.bindings += 1
 
     def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kw: Any):
         self._queue_consumers[queue] = self._queue_consumers.get(queue, 0) + 1
