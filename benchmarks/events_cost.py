@@ -11,10 +11,11 @@ concurrency 4 (the harness of ``inprocess.py``); ``cpu_us_per_task`` = process C
 over the same span, which is steadier than wall time on a busy machine. Cases:
 
 * ``off``: task events off (heartbeats only);
-* ``on``: task events on, nobody listening (the in-process broker drops them unencoded);
+* ``on``: task events on, nobody listening (on the in-process broker they are not even
+  built: nobody is bound to hear them);
 * ``on+bound``: a queue bound to ``celeryev`` with ``#`` (a monitor in another process):
-  every event is encoded and delivered, nobody in this process reads them; this is the
-  dispatch cost the issue's "events add no more than 10 %" is about;
+  every event is encoded and delivered, nobody in this process reads them (with
+  ``--broker redis`` the listener is a receiver in another process instead);
 * ``on+monitor``: an `EventReceiver` feeding a `State` in this same process: dispatch
   *and* receive.
 
