@@ -8,14 +8,46 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["SoloPool", "ThreadPool", "pool_class"]
+__all__ = ["STOP", "QueuedPool", "SoloPool", "ThreadPool", "pool_class"]
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
+#: put on a pool's queue: the thread that takes it exits
+STOP = object()
 
 
-class ThreadPool:
+class QueuedPool:
+    """What the thread and process pools share: one queue of requests taken by their
+    threads, and `STOP` markers that make threads exit (subclasses set the attributes)."""
+
+    _queue: queue.SimpleQueue[Any]
+    _lock: threading.Lock
+    size: int
+
+    def submit(self, request: Any) -> None:
+        self._queue.put(request)
+
+    def flush_pending(self) -> list[Any]:
+        """Take back every request not started yet, in the order they were submitted."""
+        pending = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return pending
+            if item is not STOP:
+                pending.append(item)
+
+    def shrink(self, n: int = 1) -> None:
+        """Let `n` threads exit once their current task is done (one always stays)."""
+        with self._lock:
+            n = min(n, self.size - 1)
+            self.size -= n
+        for _ in range(max(n, 0)):
+            self._queue.put(STOP)
+
+
+class ThreadPool(QueuedPool):
     """A fixed (or autoscaled) number of named daemon threads taking requests from a queue.
 
     A thread whose task was given up (hard time limit, terminate) is *replaced*: a new
@@ -61,7 +93,7 @@ class ThreadPool:
         get = self._queue.get
         while True:
             request = get()
-            if request is _STOP:
+            if request is STOP:
                 return
             with self._lock:
                 self.busy += 1
@@ -87,32 +119,11 @@ class ThreadPool:
             self.replaced += 1
             self._spawn(first)
 
-    def submit(self, request: Any) -> None:
-        self._queue.put(request)
-
-    def flush_pending(self) -> list[Any]:
-        """Take back every request not started yet, in the order they were submitted."""
-        pending = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return pending
-            if item is not _STOP:
-                pending.append(item)
-
     def grow(self, n: int = 1) -> None:
         with self._lock:
             for _ in range(n):
                 self._spawn()
             self.size += n
-
-    def shrink(self, n: int = 1) -> None:
-        with self._lock:
-            n = min(n, self.size - 1)
-            self.size -= n
-        for _ in range(max(n, 0)):
-            self._queue.put(_STOP)
 
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Ask every thread to exit after its current task; return the names still alive.
@@ -123,7 +134,7 @@ class ThreadPool:
         with self._lock:
             threads = list(self._threads)
         for _ in threads:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))

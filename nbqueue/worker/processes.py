@@ -35,13 +35,13 @@ import cloudpickle
 from ..exceptions import ConfigurationError, RemoteTraceback, TimeLimitExceeded
 from ..task import Task
 from .limits import resolve_time_limits
+from .pools import STOP, QueuedPool
 from .slot import ChildGone, Slot
 
 __all__ = ["ProcessPool"]
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
 _START_TIMEOUT = 60.0
 _PROXY_CACHE = 256
 #: task methods a child may run in the parent through `ChildTask`
@@ -50,7 +50,7 @@ _RELAYED = frozenset({"update_state", "retry"})
 _NOT_SENT = frozenset({"args", "kwargs", "children"})
 
 
-class ProcessPool:
+class ProcessPool(QueuedPool):
     """`size` child processes fed from one queue, each driven by a slot thread.
 
     Same interface as the thread pool (``submit``, ``grow``, ``shrink``, ``stop``,
@@ -139,7 +139,7 @@ class ProcessPool:
         get = self._queue.get
         while True:
             request = get()
-            if request is _STOP:
+            if request is STOP:
                 return
             with self._lock:
                 self.busy += 1
@@ -179,32 +179,11 @@ class ProcessPool:
         self._local.slot = fresh
         return fresh
 
-    def submit(self, request: Any) -> None:
-        self._queue.put(request)
-
-    def flush_pending(self) -> list[Any]:
-        """Take back every request not started yet, in the order they were submitted."""
-        pending = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return pending
-            if item is not _STOP:
-                pending.append(item)
-
     def grow(self, n: int = 1) -> None:
         for _ in range(n):
             self._spawn()
         with self._lock:
             self.size += n
-
-    def shrink(self, n: int = 1) -> None:
-        with self._lock:
-            n = min(n, self.size - 1)
-            self.size -= n
-        for _ in range(max(n, 0)):
-            self._queue.put(_STOP)
 
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Let running tasks finish for up to `timeout` s, then kill their children too."""
@@ -212,7 +191,7 @@ class ProcessPool:
             threads = list(self._threads)
             self._closing = True
         for _ in threads:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
