@@ -128,3 +128,21 @@ def browser() -> Iterator[object]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def open_notebook(page: object, url: str, name: str) -> None:
+    """Open `name` in Lab and wait until its kernel has started and is idle."""
+    page.goto(f"{url}/lab/tree/{name}", timeout=90_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000
+    )
+    page.wait_for_function(  # a started kernel, not just an idle indicator without one
+        "() => { const ctx = window.jupyterapp.shell.currentWidget?.sessionContext;"
+        " return ctx?.session?.kernel?.status === 'idle'; }",
+        timeout=90_000,
+    )
+
+
+def run_all_cells(page: object) -> None:
+    """Start Lab's Run All (not awaited: its promise settles only when every cell has run)."""
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")

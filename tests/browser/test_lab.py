@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.browser.conftest import open_notebook, run_all_cells
 from tests.kernel.conftest import write_notebook
 
 CELLS = [
@@ -19,17 +20,8 @@ def test_a_notebook_shows_a_live_worker_panel_and_a_bar_reaching_100(
     write_notebook(root / "demo.ipynb", CELLS)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{url}/lab/tree/demo.ipynb", timeout=90_000)
-        page.wait_for_function(
-            "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000
-        )
-        page.wait_for_function(  # a started kernel, not just an idle indicator without one
-            "() => { const ctx = window.jupyterapp.shell.currentWidget?.sessionContext;"
-            " return ctx?.session?.kernel?.status === 'idle'; }",
-            timeout=90_000,
-        )
-        # (not awaiting the command's promise: it settles only when every cell has run)
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        open_notebook(page, url, "demo.ipynb")
+        run_all_cells(page)
         page.wait_for_function(  # every step of the panel running, but those left out
             "() => { const steps = [...document.querySelectorAll('.nbqueue-step')];"
             " return steps.length >= 6 && steps.every(s => ['running', 'disabled']"

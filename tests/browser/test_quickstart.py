@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from tests.browser.conftest import open_notebook, run_all_cells
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01-quickstart.ipynb"
 
 # every state each panel step showed, recorded in the page as the widgets redraw
@@ -28,18 +30,9 @@ def test_the_quickstart_runs_in_lab_with_live_widgets_and_no_errors(
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)  # Lab saves into its copy, never the repo's
     page = browser.new_page(viewport={"width": 1400, "height": 2800})  # the whole notebook
     try:
-        page.goto(f"{url}/lab/tree/{NOTEBOOK.name}", timeout=90_000)
-        page.wait_for_function(
-            "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000
-        )
-        page.wait_for_function(  # a started kernel, not just an idle indicator without one
-            "() => { const ctx = window.jupyterapp.shell.currentWidget?.sessionContext;"
-            " return ctx?.session?.kernel?.status === 'idle'; }",
-            timeout=90_000,
-        )
+        open_notebook(page, url, NOTEBOOK.name)
         page.evaluate(RECORD_STEP_STATES)
-        # (not awaiting the command's promise: it settles only when every cell has run)
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        run_all_cells(page)
         # the last cell ran (its output, not its source, which says the same)
         page.locator(".jp-OutputArea-output", has_text="quickstart done").wait_for(timeout=120_000)
         page.wait_for_function(
