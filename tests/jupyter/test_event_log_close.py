@@ -8,14 +8,19 @@ import time
 from nbqueue.jupyter.monitor import EventLogView
 
 
-def test_closing_the_log_draws_the_events_still_waiting_for_a_redraw(app) -> None:
-    handlers = []
+def _feed(handlers):
+    """A feed whose subscribers land in `handlers` (the test emits through them)."""
 
-    def feed(handler):
+    def subscribe(handler):
         handlers.append(handler)
         return lambda: handlers.remove(handler)
 
-    view = EventLogView(app, feed=feed)
+    return subscribe
+
+
+def test_closing_the_log_draws_the_events_still_waiting_for_a_redraw(app) -> None:
+    handlers = []
+    view = EventLogView(app, feed=_feed(handlers))
     (emit,) = handlers
     now = time.time()
     emit({"type": "task-received", "hostname": "w@h", "timestamp": now, "uuid": "first"})
@@ -27,12 +32,7 @@ def test_closing_the_log_draws_the_events_still_waiting_for_a_redraw(app) -> Non
 
 def test_an_event_both_feeds_report_is_shown_once(app) -> None:
     handlers = []
-
-    def feed(handler):
-        handlers.append(handler)
-        return lambda: handlers.remove(handler)
-
-    view = EventLogView(app, feed=feed)
+    view = EventLogView(app, feed=_feed(handlers))
     (emit,) = handlers
     now = time.time()
     offline = {"type": "worker-offline", "hostname": "w@h", "timestamp": now}
