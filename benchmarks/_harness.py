@@ -25,6 +25,23 @@ class Workload:
         self.warmup = warmup
 
 
+#: the Redis server of the Redis benchmarks, and the two databases they own (and flush)
+REDIS_SERVER = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+REDIS_DBS = tuple(int(n) for n in os.environ.get("BENCH_REDIS_DBS", "4,5").split(","))
+#: the broker and result URLs there (the first two of those databases)
+REDIS_BROKER, REDIS_BACKEND = (f"{REDIS_SERVER}/{db}" for db in REDIS_DBS[:2])
+
+
+def flush_redis_dbs() -> None:
+    """Empty the benchmark's own Redis databases (``BENCH_REDIS_DBS``) before a run."""
+    import redis
+
+    for db in REDIS_DBS:
+        client = redis.Redis.from_url(f"{REDIS_SERVER}/{db}")
+        client.flushdb()
+        client.close()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))

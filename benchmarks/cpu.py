@@ -31,21 +31,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-SERVER = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-DBS = tuple(int(n) for n in os.environ.get("BENCH_REDIS_DBS", "4,5").split(","))
-
-
-def noop(i: int) -> int:
-    return i
-
-
-def _flush() -> None:
-    import redis
-
-    for db in DBS:
-        client = redis.Redis.from_url(f"{SERVER}/{db}")
-        client.flushdb()
-        client.close()
+from benchmarks._harness import (  # noqa: E402 - after the sys.path fix above
+    REDIS_BACKEND,
+    REDIS_BROKER,
+    flush_redis_dbs,
+)
+from benchmarks.tasks import noop  # noqa: E402
 
 
 def _role(name: str) -> str:
@@ -91,8 +82,8 @@ def _app(args: argparse.Namespace) -> Any:
 
     if args.broker != "redis":
         return nbqueue.App("cpu", broker=args.broker)
-    _flush()
-    return nbqueue.App("cpu", broker=f"{SERVER}/{DBS[0]}", backend=f"{SERVER}/{DBS[1]}")
+    flush_redis_dbs()
+    return nbqueue.App("cpu", broker=REDIS_BROKER, backend=REDIS_BACKEND)
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:

@@ -44,15 +44,19 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-from benchmarks._harness import Workload, emit, medians, run_matrix, table  # noqa: E402 - after the sys.path fix above
+from benchmarks._harness import (  # noqa: E402 - after the sys.path fix above
+    REDIS_BACKEND,
+    REDIS_BROKER,
+    Workload,
+    emit,
+    flush_redis_dbs,
+    medians,
+    run_matrix,
+    table,
+)
+from benchmarks.tasks import noop  # noqa: E402
 
 WORKLOAD = Workload(batch=5000, rounds=0, warmup=50)
-SERVER = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-DBS = tuple(int(n) for n in os.environ.get("BENCH_REDIS_DBS", "4,5").split(","))
-
-
-def noop(i: int) -> int:
-    return i
 
 
 def _app(broker: str) -> Any:
@@ -60,13 +64,8 @@ def _app(broker: str) -> Any:
 
     if broker == "memory":
         return nbqueue.App("bench")
-    import redis
-
-    for db in DBS:
-        client = redis.Redis.from_url(f"{SERVER}/{db}")
-        client.flushdb()
-        client.close()
-    return nbqueue.App("bench", broker=f"{SERVER}/{DBS[0]}", backend=f"{SERVER}/{DBS[1]}")
+    flush_redis_dbs()
+    return nbqueue.App("bench", broker=REDIS_BROKER, backend=REDIS_BACKEND)
 
 
 def _remote_listener(broker: str) -> subprocess.Popen:
@@ -84,7 +83,7 @@ def listen() -> None:
     """(child) Receive every Redis event into a `State` until stdin closes; print the count."""
     import nbqueue
 
-    app = nbqueue.App("bench", broker=f"{SERVER}/{DBS[0]}", backend=f"{SERVER}/{DBS[1]}")
+    app = nbqueue.App("bench", broker=REDIS_BROKER, backend=REDIS_BACKEND)
     state = app.events.State()
     with app.events.Receiver(handlers={"*": state.event}):
         print("ready", flush=True)

@@ -37,38 +37,28 @@ import subprocess  # noqa: E402
 import threading  # noqa: E402
 from typing import Any  # noqa: E402
 
-from benchmarks._harness import (  # noqa: E402  # noqa: E402 - after the sys.path fix above
+from benchmarks._harness import (  # noqa: E402 - after the sys.path fix above
+    REDIS_BACKEND,
+    REDIS_BROKER,
+    REDIS_DBS,
+    REDIS_SERVER,
     Workload,
     emit,
+    flush_redis_dbs,
     measure,
     medians,
     run_matrix,
     table,
 )
+from benchmarks.tasks import noop  # noqa: E402
 
 WORKLOAD = Workload(batch=5000, rounds=500, warmup=50)
-SERVER = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-DBS = tuple(int(n) for n in os.environ.get("BENCH_REDIS_DBS", "4,5").split(","))
-BROKER, BACKEND = (f"{SERVER}/{db}" for db in DBS)
-
-
-def noop(i: int) -> int:
-    return i
-
-
-def _flush() -> None:
-    import redis
-
-    for db in DBS:
-        client = redis.Redis.from_url(f"{SERVER}/{db}")
-        client.flushdb()
-        client.close()
 
 
 def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     import nbqueue
 
-    app = nbqueue.App("bench", broker=BROKER, backend=BACKEND)
+    app = nbqueue.App("bench", broker=REDIS_BROKER, backend=REDIS_BACKEND)
     task = app.task(name="bench.noop", serializer="json")(noop)
     with app.worker(concurrency=concurrency):
         result = measure(task.delay, lambda r: r.get(timeout=60), workload)
@@ -79,7 +69,7 @@ def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
 def _celery_app() -> Any:
     from celery import Celery
 
-    app = Celery("bench", broker=BROKER, backend=BACKEND)
+    app = Celery("bench", broker=REDIS_BROKER, backend=REDIS_BACKEND)
     app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
     app.task(name="bench.noop")(noop)
     return app
@@ -98,7 +88,7 @@ def run_celery(concurrency: int, workload: Workload = WORKLOAD) -> dict:
 
 def _celery_process(pool: str, concurrency: int) -> subprocess.Popen:
     """``celery worker`` in its own process, on the app `benchmarks.redis:celery_app`."""
-    env = dict(os.environ, BENCH_REDIS=SERVER, BENCH_REDIS_DBS=",".join(map(str, DBS)))
+    env = dict(os.environ, BENCH_REDIS=REDIS_SERVER, BENCH_REDIS_DBS=",".join(map(str, REDIS_DBS)))
     env["BENCH_CELERY_APP"] = "1"
     command = [sys.executable, "-m", "celery", "-A", "benchmarks.redis:celery_app", "worker"]
     command += ["-P", pool, "-c", str(concurrency), "-l", "ERROR"]
@@ -125,7 +115,7 @@ def run_celery_process(concurrency: int, pool: str, workload: Workload = WORKLOA
 def run_huey(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     from huey import RedisHuey
 
-    huey = RedisHuey("bench", url=BROKER, utc=True)
+    huey = RedisHuey("bench", url=REDIS_BROKER, utc=True)
     task = huey.task()(noop)
     consumer = huey.create_consumer(
         workers=concurrency, worker_type="thread", periodic=False, initial_delay=0.001
@@ -145,8 +135,8 @@ def run_dramatiq(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     from dramatiq.results import Results
     from dramatiq.results.backends.redis import RedisBackend
 
-    broker = RedisBroker(url=BROKER)
-    broker.add_middleware(Results(backend=RedisBackend(url=BACKEND)))
+    broker = RedisBroker(url=REDIS_BROKER)
+    broker.add_middleware(Results(backend=RedisBackend(url=REDIS_BACKEND)))
     dramatiq.set_broker(broker)
     actor = dramatiq.actor(store_results=True)(noop)
     worker = dramatiq.Worker(broker, worker_threads=concurrency, worker_timeout=100)
@@ -162,7 +152,7 @@ def run_floor(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     """kombu's own Redis transport: publish, then get and ack, nothing else."""
     from kombu import Connection
 
-    with Connection(BROKER) as conn:
+    with Connection(REDIS_BROKER) as conn:
         queue = conn.SimpleQueue("floor")
 
         def take(_: Any) -> None:
@@ -210,7 +200,7 @@ def count_commands(system: str, tasks: int = 1000) -> dict:
 
     counts: collections.Counter[str] = collections.Counter()
     ready = threading.Event()
-    watcher = redis.Redis.from_url(f"{SERVER}/0")
+    watcher = redis.Redis.from_url(f"{REDIS_SERVER}/0")
 
     def monitor() -> None:
         with watcher.monitor() as feed:
@@ -219,7 +209,7 @@ def count_commands(system: str, tasks: int = 1000) -> dict:
                 name = entry["command"].split(" ", 1)[0].upper()
                 if name == "ECHO" and "bench-stop" in entry["command"]:
                     return
-                if entry["db"] in DBS and entry["client_type"] != "lua":
+                if entry["db"] in REDIS_DBS and entry["client_type"] != "lua":
                     counts[name] += 1
 
     thread = threading.Thread(target=monitor, daemon=True)
@@ -228,7 +218,7 @@ def count_commands(system: str, tasks: int = 1000) -> dict:
     try:
         SYSTEMS[system](1, Workload(batch=tasks, rounds=1, warmup=0))
     finally:
-        redis.Redis.from_url(BROKER).echo("bench-stop")
+        redis.Redis.from_url(REDIS_BROKER).echo("bench-stop")
         thread.join(30)
     per_task = {name: round(n / (tasks + 1), 2) for name, n in counts.most_common()}
     per_task["TOTAL"] = round(sum(counts.values()) / (tasks + 1), 2)
@@ -277,7 +267,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     if args.run or args.count:
-        _flush()
+        flush_redis_dbs()
         emit(count_commands(args.count) if args.count else SYSTEMS[args.run](args.concurrency))
         return
     if args.commands:
