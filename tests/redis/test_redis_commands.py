@@ -14,11 +14,11 @@ from nbqueue.transports.redis_commands import Commands, Script
 
 @pytest.fixture(autouse=True, params=["hiredis", "redis-py"])
 def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test with both packers: hiredis's, and redis-py's (hiredis not installed)."""
-    if request.param == "hiredis" and redis_commands._hiredis_pack is None:
+    """Every test both ways: our own hiredis reader, and redis-py's (hiredis not installed)."""
+    if request.param == "hiredis" and redis_commands.hiredis is None:
         pytest.skip("hiredis is not installed")
     if request.param == "redis-py":
-        monkeypatch.setattr(redis_commands, "_hiredis_pack", None)
+        monkeypatch.setattr(redis_commands, "hiredis", None)
     return request.param
 
 
@@ -44,6 +44,13 @@ def test_raw_replies_on_a_reused_connection(commands: Commands, client: redis.Re
     assert client.lrange("q", 0, -1) == [b"2.5", b"1", b"a"]  # the same bytes as redis-py
 
 
+def test_a_reply_longer_than_one_read(commands: Commands, client: redis.Redis):
+    value = bytes(range(256)) * 1200  # 300 KB: several reads of the socket
+    client.set("big", value)
+    assert commands.execute("GET", "big") == value
+    assert commands.execute("STRLEN", "big") == len(value)  # nothing left over
+
+
 def test_an_error_reply_raises_and_keeps_the_connection(commands: Commands):
     commands.execute("SET", "s", "text")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
@@ -67,9 +74,9 @@ def test_a_script_the_server_does_not_know_is_loaded(commands: Commands, client:
 
 def test_a_dropped_connection_falls_back_to_the_client(commands: Commands, client: redis.Redis):
     commands.execute("SET", "k", "1")
-    (conn,) = commands._free
-    conn.send_command("CLIENT", "ID")
-    client.client_kill_filter(_id=conn.read_response())
+    (link,) = commands._free
+    link.conn.send_command("CLIENT", "ID")
+    client.client_kill_filter(_id=link.conn.read_response())
     assert commands.execute("INCR", "k") == 2  # the client's own path (it reconnects)
     assert commands.execute("GET", "k") == b"2"
 
@@ -93,8 +100,8 @@ def test_concurrent_callers_each_get_a_connection(commands: Commands):
 
 def test_after_close_commands_go_through_the_client(commands: Commands):
     commands.execute("SET", "k", "v")
-    (conn,) = commands._free
+    (link,) = commands._free
     commands.close()
-    assert conn._sock is None  # idle connections closed
+    assert link.conn._sock is None  # idle connections closed
     assert commands.execute("GET", "k") == b"v"  # still works, by the client
     assert commands._free == []
