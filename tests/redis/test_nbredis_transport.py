@@ -111,6 +111,31 @@ def test_an_ack_wakes_a_consumer_held_back_by_its_prefetch_limit(url: str) -> No
         channel.close()
 
 
+def test_a_starved_consumer_is_woken_once_half_its_window_is_free(url: str) -> None:
+    with Connection(url) as conn:
+        for i in range(6):
+            _publish(conn, i)
+        got: list[Any] = []
+        channel = _consumer(conn, 4, got)
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [0, 1, 2, 3]
+        with pytest.raises(TimeoutError):  # the window is full: nothing to poll for
+            conn.drain_events(timeout=0.05)
+        transport = conn.transport
+        assert transport.starved
+        got[0].ack()
+        assert not transport._woken  # one free place: a fetch would bring one message
+        got[1].ack()
+        assert transport._woken  # half the window: wake, and fetch both in one step
+        with pytest.raises(TimeoutError):  # the wakeup ends the first drain at once
+            conn.drain_events(timeout=5)
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [0, 1, 2, 3, 4, 5]
+        for message in got[2:]:
+            message.ack()
+        channel.close()
+
+
 def test_closing_with_a_brpop_outstanding_does_not_wait_for_it(url: str) -> None:
     with Connection(url) as conn:
         got: list[Any] = []
