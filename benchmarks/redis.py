@@ -9,9 +9,11 @@ to last result for 5,000 tasks; latency = 500 sequential send-then-wait round tr
 warm-up. Cases:
 
 * ``nbqueue c1/c4``          in-process worker threads (broker db A, results db B)
+* ``nbqueue-proc c1/c4``     a separate ``nbqueue worker`` process (threads), the client here
 * ``celery threads c1/c4``   Celery's ``start_worker`` in a thread (threads pool)
 * ``celery proc threads c4`` / ``celery proc prefork c2``   a separate ``celery worker``
 * ``huey c1/c4``             RedisHuey, consumer threads in-process, result waits tuned to 1 ms
+* ``huey-proc c1/c4``        a separate ``huey_consumer`` process (threads), the client here
 * ``dramatiq c1/c4``         RedisBroker + Redis results, worker threads in-process
 * ``kombu floor``            kombu publish + get + ack on the same Redis (no worker, no results)
 
@@ -53,6 +55,7 @@ from benchmarks._harness import (  # noqa: E402 - after the sys.path fix above
 from benchmarks.tasks import noop  # noqa: E402
 
 WORKLOAD = Workload(batch=5000, rounds=500, warmup=50)
+_ROOT = os.path.dirname(_HERE)
 
 
 def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
@@ -64,6 +67,46 @@ def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
         result = measure(task.delay, lambda r: r.get(timeout=60), workload)
     app.close()
     return result
+
+
+def _nb_app() -> Any:
+    import nbqueue
+
+    app = nbqueue.App("bench", broker=REDIS_BROKER, backend=REDIS_BACKEND)
+    app.task(name="bench.noop", serializer="json")(noop)
+    return app
+
+
+def _child_env(marker: str) -> dict[str, str]:
+    """The environment of a worker process on the benchmark's Redis, importing this module
+    with `marker` set (which builds the app it needs at import)."""
+    env = dict(os.environ, BENCH_REDIS=REDIS_SERVER, BENCH_REDIS_DBS=",".join(map(str, REDIS_DBS)))
+    env[marker] = "1"
+    return env
+
+
+def _stop(worker: subprocess.Popen) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def run_nbqueue_process(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    """The scale-out shape: ``nbqueue worker`` in its own process, the client here."""
+    app = _nb_app()
+    task = app.tasks["bench.noop"]
+    command = [sys.executable, "-m", "nbqueue", "worker", "-A", "benchmarks.redis:nb_app"]
+    command += ["-c", str(concurrency), "-l", "ERROR"]
+    command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
+    worker = subprocess.Popen(command, env=_child_env("BENCH_NB_APP"), cwd=_ROOT)
+    try:
+        task.delay(0).get(timeout=60)  # the worker is up
+        return measure(task.delay, lambda r: r.get(timeout=60), workload)
+    finally:
+        _stop(worker)
+        app.close()
 
 
 def _celery_app() -> Any:
@@ -88,13 +131,11 @@ def run_celery(concurrency: int, workload: Workload = WORKLOAD) -> dict:
 
 def _celery_process(pool: str, concurrency: int) -> subprocess.Popen:
     """``celery worker`` in its own process, on the app `benchmarks.redis:celery_app`."""
-    env = dict(os.environ, BENCH_REDIS=REDIS_SERVER, BENCH_REDIS_DBS=",".join(map(str, REDIS_DBS)))
-    env["BENCH_CELERY_APP"] = "1"
     command = [sys.executable, "-m", "celery", "-A", "benchmarks.redis:celery_app", "worker"]
     command += ["-P", pool, "-c", str(concurrency), "-l", "ERROR"]
     command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL)
+    env = _child_env("BENCH_CELERY_APP")
+    return subprocess.Popen(command, env=env, cwd=_ROOT, stdout=subprocess.DEVNULL)
 
 
 def run_celery_process(concurrency: int, pool: str, workload: Workload = WORKLOAD) -> dict:
@@ -105,28 +146,44 @@ def run_celery_process(concurrency: int, pool: str, workload: Workload = WORKLOA
         task.delay(0).get(timeout=60)  # the worker is up
         return measure(task.delay, lambda r: r.get(timeout=60), workload)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        _stop(worker)
+
+
+def _huey() -> Any:
+    from huey import RedisHuey
+
+    return RedisHuey("bench", url=REDIS_BROKER, utc=True)
+
+
+def _huey_get(handle: Any) -> Any:
+    return handle.get(blocking=True, timeout=60, backoff=1.0, max_delay=0.001)
 
 
 def run_huey(concurrency: int, workload: Workload = WORKLOAD) -> dict:
-    from huey import RedisHuey
-
-    huey = RedisHuey("bench", url=REDIS_BROKER, utc=True)
+    huey = _huey()
     task = huey.task()(noop)
     consumer = huey.create_consumer(
         workers=concurrency, worker_type="thread", periodic=False, initial_delay=0.001
     )
     consumer.start()
     try:
-        return measure(
-            task, lambda r: r.get(blocking=True, timeout=60, backoff=1.0, max_delay=0.001), WORKLOAD
-        )
+        return measure(task, _huey_get, workload)
     finally:
         consumer.stop(graceful=True)
+
+
+def run_huey_process(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    """``huey_consumer`` (threads) in its own process, the client here."""
+    huey = _huey()
+    task = huey.task(name="bench.noop")(noop)
+    command = [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.redis.huey_app"]
+    command += ["-k", "thread", "-w", str(concurrency), "-n", "-d", "0.001", "-q"]
+    worker = subprocess.Popen(command, env=_child_env("BENCH_HUEY_APP"), cwd=_ROOT)
+    try:
+        _huey_get(task(0))  # the consumer is up
+        return measure(task, _huey_get, workload)
+    finally:
+        _stop(worker)
 
 
 def run_dramatiq(concurrency: int, workload: Workload = WORKLOAD) -> dict:
@@ -165,10 +222,12 @@ def run_floor(concurrency: int, workload: Workload = WORKLOAD) -> dict:
 
 SYSTEMS = {
     "nbqueue": run_nbqueue,
+    "nbqueue-proc": run_nbqueue_process,
     "celery": run_celery,
     "celery-threads-proc": lambda c, w=WORKLOAD: run_celery_process(c, "threads", w),
     "celery-prefork-proc": lambda c, w=WORKLOAD: run_celery_process(c, "prefork", w),
     "huey": run_huey,
+    "huey-proc": run_huey_process,
     "dramatiq": run_dramatiq,
     "floor": run_floor,
 }
@@ -238,22 +297,32 @@ def _report(results: dict[str, list[dict]]) -> None:
         ),
         default=None,
     )
-    for c in (1, 4):
-        ours = medians(results.get(f"nbqueue c{c}", []))
-        if not ours:
-            continue
-        if celery_best:
-            print(
-                f"nbqueue c{c} / Celery's best: throughput ×{ours['tasks_per_s'] / celery_best:.2f}"
-            )
-        for peer in ("celery", "huey", "dramatiq"):
-            theirs = medians(results.get(f"{peer} c{c}", []))
-            if theirs:
-                speed = ours["tasks_per_s"] / theirs["tasks_per_s"]
-                latency = ours["p50_ms"] / theirs["p50_ms"]
-                print(f"nbqueue c{c} / {peer} c{c}: throughput ×{speed:.2f}, p50 ×{latency:.2f}")
-        if floor:
-            print(f"nbqueue c{c} p50 / kombu floor p50: ×{ours['p50_ms'] / floor['p50_ms']:.2f}")
+    # like with like: the in-process cases together, the worker-process cases together
+    for system, peers in (
+        ("nbqueue", ("celery", "huey", "dramatiq")),
+        ("nbqueue-proc", ("huey-proc",)),
+    ):
+        for c in (1, 4):
+            _compare(results, f"{system} c{c}", [f"{p} c{c}" for p in peers], celery_best, floor)
+
+
+def _compare(
+    results: dict[str, list[dict]], ours: str, peers: list[str], celery_best: Any, floor: Any
+) -> None:
+    """Print `ours` beside Celery's best, each of `peers`, and the kombu floor."""
+    mine = medians(results.get(ours, []))
+    if not mine:
+        return
+    if celery_best:
+        print(f"{ours} / Celery's best: throughput ×{mine['tasks_per_s'] / celery_best:.2f}")
+    for peer in peers:
+        theirs = medians(results.get(peer, []))
+        if theirs:
+            speed = mine["tasks_per_s"] / theirs["tasks_per_s"]
+            latency = mine["p50_ms"] / theirs["p50_ms"]
+            print(f"{ours} / {peer}: throughput ×{speed:.2f}, p50 ×{latency:.2f}")
+    if floor:
+        print(f"{ours} p50 / kombu floor p50: ×{mine['p50_ms'] / floor['p50_ms']:.2f}")
 
 
 def main() -> None:
@@ -280,6 +349,10 @@ def main() -> None:
 
 
 celery_app = _celery_app() if os.environ.get("BENCH_CELERY_APP") else None
+nb_app = _nb_app() if os.environ.get("BENCH_NB_APP") else None
+huey_app = _huey() if os.environ.get("BENCH_HUEY_APP") else None
+if huey_app is not None:
+    huey_app.task(name="bench.noop")(noop)
 
 
 if __name__ == "__main__":
