@@ -45,6 +45,7 @@ import contextlib
 import json
 import logging
 import socket
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
@@ -69,21 +70,27 @@ _RECORD = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 """
-#: KEYS: unacked_index, unacked  ARGV: tag
+#: KEYS: unacked_index, unacked  ARGV: tags
 _FORGET = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], unpack(ARGV))
+redis.call('HDEL', KEYS[2], unpack(ARGV))
 """
-#: Record the message BRPOP just delivered (ARGV[3] tag, ARGV[4] record, when given), then
-#: pop up to ARGV[1] more, in the order the keys are given (BRPOP's order), recording each
-#: as unacked the way kombu does, in one atomic step. KEYS: unacked_index, unacked, then
-#: the queue/priority lists. ARGV: count, delivery time[, tag, record]. Returns
-#: {key, envelope, ...}. An envelope it cannot read goes back where it was, for the BRPOP
-#: path to deal with.
+#: Forget the ARGV[3] acknowledged tags that follow it, record the message BRPOP just
+#: delivered (tag and record, when given after them), then pop up to ARGV[1] more, in the
+#: order the keys are given (BRPOP's order), recording each as unacked the way kombu
+#: does, in one atomic step. KEYS: unacked_index, unacked, then the queue/priority lists.
+#: ARGV: count, delivery time, n, n tags[, tag, record]. Returns {key, envelope, ...}. An
+#: envelope it cannot read goes back where it was, for the BRPOP path to deal with.
 _FETCH = """
-if ARGV[3] then
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-    redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+local acked = tonumber(ARGV[3])
+for i = 4, 3 + acked do
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+end
+local tag = ARGV[4 + acked]
+if tag then
+    redis.call('ZADD', KEYS[1], ARGV[2], tag)
+    redis.call('HSET', KEYS[2], tag, ARGV[5 + acked])
 end
 local out = {}
 local wanted = tonumber(ARGV[1])
@@ -110,6 +117,8 @@ return out
 """
 #: at most this many messages are fetched past a BRPOP in one round trip
 FETCH_LIMIT = 32
+#: at most this many acknowledged tags are forgotten by one script (Lua's unpack limit)
+ACKED_LIMIT = 1000
 #: pauses between tries to record a delivery while Redis is unreachable (about 30 s)
 RECORD_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 10.0)
 
@@ -172,8 +181,13 @@ class QoS(kombu_redis.QoS):
                 sleep(delay)
 
     def ack(self, delivery_tag: str) -> None:
-        if self.channel.scripted_acks:
-            self.channel.run_script("forget", delivery_tag)
+        channel = self.channel
+        if channel.scripted_acks:
+            transport = channel.connection
+            if transport is not None and transport.starved:
+                channel.acked.append(delivery_tag)  # forgotten by the consumer's next fetch
+            else:
+                channel.run_script("forget", delivery_tag)
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().ack(delivery_tag)
@@ -223,6 +237,32 @@ class Channel(kombu_redis.Channel):
         name: Script(source)
         for name, source in (("record", _RECORD), ("forget", _FORGET), ("fetch", _FETCH))
     }
+
+    @cached_property
+    def acked(self) -> deque[str]:
+        """Tags acknowledged while the consumer waited at its prefetch limit: their records
+        go in the consumer's next fetch (it comes once half the window is free, or within a
+        poll, ≤ 0.25 s), so a saturated worker spends no round trip of its own on an ack.
+        The ack still happens before the task's outcome is stored; it reaches Redis after
+        the task started, as with Celery's prefork pool, whose parent acks once the child
+        accepted the task."""
+        return deque()
+
+    def take_acked(self) -> list[str]:
+        """Up to `ACKED_LIMIT` tags from `acked`, removed from it (other threads append)."""
+        acked, tags = self.acked, []
+        while acked and len(tags) < ACKED_LIMIT:
+            tags.append(acked.popleft())
+        return tags
+
+    def forget_acked(self) -> None:
+        """Forget what `acked` holds now (tags are put back if a command fails)."""
+        while tags := self.take_acked():
+            try:
+                self.run_script("forget", *tags)
+            except BaseException:
+                self.acked.extendleft(reversed(tags))
+                raise
 
     @cached_property
     def prerecorded(self) -> set[str]:
@@ -285,9 +325,17 @@ class Channel(kombu_redis.Channel):
         if room <= 0 or not queues:
             if record:
                 self.run_script("record", record[0], time(), record[1])
+            self.forget_acked()
             return []
         keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
-        return self.run_script("fetch", room, time(), *record, keys=tuple(keys))
+        acked = self.take_acked()
+        try:
+            return self.run_script(
+                "fetch", room, time(), len(acked), *acked, *record, keys=tuple(keys)
+            )
+        except BaseException:
+            self.acked.extendleft(reversed(acked))
+            raise
 
     def _deliver_fetched(self, popped: list[Any]) -> None:
         for key, item in zip(popped[::2], popped[1::2], strict=True):
@@ -358,6 +406,9 @@ class Channel(kombu_redis.Channel):
             self._brpop_id = (sock, -1)
 
     def close(self) -> None:
+        if not self._closing and self.scripted_acks:
+            with contextlib.suppress(*self.connection_errors):  # else restored, as unacked
+                self.forget_acked()
         if self._in_poll and self._brpop_id is not None and self._brpop_id[1] >= 0:
             try:
                 self.shared_client.client_unblock(self._brpop_id[1])
@@ -441,6 +492,8 @@ class Transport(kombu_redis.Transport):
             idle = channel.active_queues and not channel._in_poll  # no BRPOP outstanding
             if idle and channel.fetching and channel.qos.can_consume():
                 delivered += channel._fetch()
+            elif channel.acked:
+                channel.forget_acked()
         return delivered > 0
 
     def close_connection(self, connection: Any) -> None:

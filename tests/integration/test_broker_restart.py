@@ -332,7 +332,8 @@ def test_a_delivery_popped_just_before_redis_goes_away_is_recorded_once_it_is_ba
 
         def fault_then_record(name, *args, **kwargs):
             # BRPOP's delivery is recorded alone, or by the fetch script given its record
-            recording = name == "record" or (name == "fetch" and len(args) > 2)
+            # (after count, time and the acked tags)
+            recording = name == "record" or (name == "fetch" and len(args) > 3 + args[2])
             if recording and restarted.ident is None:
                 own_redis.stop()  # between the BRPOP and the record
                 restarted.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -134,6 +135,37 @@ def test_a_starved_consumer_is_woken_once_half_its_window_is_free(url: str) -> N
         for message in got[2:]:
             message.ack()
         channel.close()
+
+
+def test_acks_made_at_the_prefetch_limit_ride_on_the_next_fetch(url: str, raw: redis.Redis) -> None:
+    with Connection(url) as conn:
+        for i in range(6):
+            _publish(conn, i)
+        got: list[Any] = []
+        channel = _consumer(conn, 4, got)
+        conn.drain_events(timeout=5)
+        with pytest.raises(TimeoutError):  # the window is full: the consumer is starved
+            conn.drain_events(timeout=0.05)
+        got[0].ack()
+        got[1].ack()
+        assert list(channel.acked) == [got[0].delivery_tag, got[1].delivery_tag]
+        assert raw.hlen("unacked") == 4  # not forgotten yet: no round trip of their own
+        with pytest.raises(TimeoutError):  # woken by the second ack
+            conn.drain_events(timeout=5)
+        conn.drain_events(timeout=5)  # forgets both and fetches two, in one script
+        assert len(got) == 6 and not channel.acked
+        waiting = {k.decode() for k in raw.hkeys("unacked")}
+        assert waiting == {m.delivery_tag for m in got[2:]}
+        assert raw.zcard("unacked_index") == 4
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.05)
+        for message in got[2:4]:  # starved again: these wait for a fetch that never comes
+            message.ack()
+        assert len(channel.acked) == 2
+        channel.close()  # ... so closing forgets them; the two unacked go back to the queue
+        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        bodies = [json.loads(envelope)["body"] for envelope in raw.lrange("q", 0, -1)]
+        assert sorted(json.loads(base64.b64decode(body)) for body in bodies) == [4, 5]
 
 
 def test_closing_with_a_brpop_outstanding_does_not_wait_for_it(url: str) -> None:
