@@ -168,6 +168,36 @@ def test_acks_made_at_the_prefetch_limit_ride_on_the_next_fetch(url: str, raw: r
         assert sorted(json.loads(base64.b64decode(body)) for body in bodies) == [4, 5]
 
 
+def test_after_a_fetch_finds_the_queues_empty_the_consumer_waits_in_brpop_at_once(
+    url: str, raw: redis.Redis
+) -> None:
+    with Connection(url) as conn:
+        got: list[Any] = []
+        channel = _consumer(conn, 4, got)
+        fetches = []
+        run_script = channel.run_script
+
+        def counted(name: str, *args: Any, **kwargs: Any) -> Any:
+            fetches.append(name == "fetch")
+            return run_script(name, *args, **kwargs)
+
+        channel.run_script = counted
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.05)  # one fetch (nothing), then BRPOP
+        assert fetches == [True] and channel.emptied
+        for round_ in range(3):
+            _publish(conn, round_)
+            conn.drain_events(timeout=5)  # BRPOP's message, recorded by one fetch
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.05)  # BRPOP again, no fetch before it
+        assert [m.payload for m in got] == [0, 1, 2]
+        assert fetches == [True] * 4
+        assert raw.hlen("unacked") == 3
+        for message in got:
+            message.ack()
+        channel.close()
+
+
 def test_closing_with_a_brpop_outstanding_does_not_wait_for_it(url: str) -> None:
     with Connection(url) as conn:
         got: list[Any] = []
