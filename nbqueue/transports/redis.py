@@ -249,9 +249,8 @@ class Channel(kombu_redis.Channel):
         """Tags acknowledged while the consumer waited at its prefetch limit: their records
         go in the consumer's next fetch (it comes once half the window is free, or within a
         poll, ≤ 0.25 s), so a saturated worker spends no round trip of its own on an ack.
-        The ack still happens before the task's outcome is stored; it reaches Redis after
-        the task started, as with Celery's prefork pool, whose parent acks once the child
-        accepted the task."""
+        An early ack then reaches Redis shortly after the task started, as with Celery's
+        prefork pool, whose parent acks once a child has accepted the task."""
         return deque()
 
     def take_acked(self) -> list[str]:
