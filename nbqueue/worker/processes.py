@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal as signals
 import sys
 import threading
@@ -35,7 +34,7 @@ import cloudpickle
 from ..exceptions import ConfigurationError, RemoteTraceback, TimeLimitExceeded
 from ..task import Task
 from .limits import resolve_time_limits
-from .pools import STOP, QueuedPool
+from .pools import STOP, HandoffQueue, QueuedPool
 from .slot import ChildGone, Slot
 
 __all__ = ["ProcessPool"]
@@ -72,7 +71,7 @@ class ProcessPool(QueuedPool):
         self.worker = worker
         self.key = worker.app.secret_key
         self.busy = 0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue = HandoffQueue()
         self._threads: list[threading.Thread] = []
         self._slots: dict[int, Slot] = {}
         self._lock = threading.Lock()
