@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from base64 import b64encode
 from collections.abc import Iterator
 from typing import Any
 
@@ -257,7 +258,11 @@ class Broker:
         body = payload.encode(encoding) if isinstance(payload, str) else payload
         properties.setdefault("delivery_info", {})
         properties.setdefault("priority", props.get("priority") or channel.default_priority)
-        body, body_encoding = channel.encode_body(body, channel.body_encoding)
+        body_encoding = channel.body_encoding
+        if body_encoding == "base64":  # kombu's Base64 codec, without its wrappers
+            body = b64encode(body).decode()
+        else:
+            body, body_encoding = channel.encode_body(body, body_encoding)
         envelope = {
             "body": body,
             "content-encoding": encoding,
@@ -265,8 +270,11 @@ class Broker:
             "headers": message.headers or {},
             "properties": properties,
         }
-        properties.update(body_encoding=body_encoding, delivery_tag=channel._next_delivery_tag())
-        properties["delivery_info"].update(exchange="", routing_key=route.routing_key)
+        properties["body_encoding"] = body_encoding
+        properties["delivery_tag"] = channel._next_delivery_tag()
+        delivery_info = properties["delivery_info"]
+        delivery_info["exchange"] = ""
+        delivery_info["routing_key"] = route.routing_key
         transport = channel.connection
         try:
             channel._put(route.routing_key, envelope)
