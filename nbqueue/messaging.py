@@ -168,7 +168,9 @@ class Broker:
         producer = self._acquire() if current is None else current
         healthy = False
         try:
-            declared = producer.__dict__.setdefault("_nbqueue_declared", set())
+            declared = producer.__dict__.get("_nbqueue_declared")
+            if declared is None:
+                declared = producer.__dict__["_nbqueue_declared"] = set()
             if (
                 route.exchange
                 or route.queue.name not in declared
@@ -249,9 +251,10 @@ class Broker:
         props = message.properties
         # `Producer.publish`, `prepare_message`, `_inplace_augment_message`, step by step
         properties = _extra_properties(props)
-        properties["delivery_mode"] = maybe_delivery_mode(
-            props.get("delivery_mode", 2) or producer.exchange.delivery_mode
-        )
+        delivery_mode = props.get("delivery_mode", 2) or producer.exchange.delivery_mode
+        if type(delivery_mode) is not int:  # names ("persistent"), as kombu maps them
+            delivery_mode = maybe_delivery_mode(delivery_mode)
+        properties["delivery_mode"] = delivery_mode
         expiration = props.get("expiration")
         if expiration is not None:  # `_publish`'s seconds, back to milliseconds as kombu does
             properties["expiration"] = str(int(int(expiration) / 1000 * 1000))
