@@ -1,4 +1,10 @@
-"""The app's broker: connections by URL, a pool of producers, and publishing task messages."""
+"""The app's broker: connections by URL, a pool of producers, and publishing task messages.
+
+Publishing goes through kombu's producer (declares, ``task_publish_retry_policy``,
+errors) except on nbqueue's own transports: in-process queues take the envelope
+directly, and on ``redis://`` an anonymous-exchange publish to a queue the producer has
+declared is one ``LPUSH`` of kombu's envelope, back to the producer on any broker error.
+"""
 
 from __future__ import annotations
 
