@@ -79,7 +79,6 @@ def test_the_direct_envelope_is_kombus_byte_for_byte(
         "add", "0f0e0d0c-0b0a-4908-8706-050403020100", (1, 2), {"z": 3}, now=NOW, **options
     )
     route = app.router.route("add", (1, 2), {"z": 3}, {})
-    app.conf.accept_content = ["json", "pickle"]
     app.broker.publish_task(message, route, serializer)  # first: declares, through kombu
     app.broker.publish_task(message, route, serializer)  # then direct
     assert kombu_publishes == ["celery"]
