@@ -299,9 +299,11 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         """Send task `name` by name (it need not be registered here), like Celery's."""
-        unknown = set(options) - _IGNORED_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown apply_async option(s): {sorted(unknown)}")
+        if options:
+            unknown = set(options) - _IGNORED_OPTIONS
+            if unknown:
+                raise TypeError(f"unknown apply_async option(s): {sorted(unknown)}")
+        conf = self.conf
         task = _task if _task is not None else self.tasks.get(name)
         task_id = task_id or new_id()
         args = () if args is None else args
@@ -321,8 +323,8 @@ class App:
                 time_limit = task.time_limit
             if soft_time_limit is None:
                 soft_time_limit = task.soft_time_limit
-        if priority is None and self.conf.task_default_priority is not None:
-            priority = self.conf.task_default_priority
+        if priority is None and conf.task_default_priority is not None:
+            priority = conf.task_default_priority
         route = self.router.route(
             name,
             args,
@@ -349,8 +351,8 @@ class App:
             group_index=group_index,
             retries=retries,
             chain=chain,
-            callbacks=_sig_dicts(link),
-            errbacks=_sig_dicts(link_error),
+            callbacks=None if link is None else _sig_dicts(link),
+            errbacks=None if link_error is None else _sig_dicts(link_error),
             chord=chord,
             root_id=root_id,
             parent_id=parent_id,
@@ -365,7 +367,7 @@ class App:
         )
         if task is not None:
             serializer = task.serializer_for_call(serializer)
-        serializer = serializer or self.conf.task_serializer
+        serializer = serializer or conf.task_serializer
         if (
             serializer == "cloudpickle"
             and task is not None
@@ -373,7 +375,7 @@ class App:
             and not self.broker.is_memory
         ):
             message.embed["nbqueue_code"] = task.code_blob()
-        if self.conf.task_send_sent_event and self._events is None:
+        if conf.task_send_sent_event and self._events is None:
             self.events  # noqa: B018 - creating it connects task-sent to after_task_publish
         signals = self.signals
         if signals.before_task_publish:

@@ -79,20 +79,27 @@ _PLAIN = (int, float, bool, type(None))
 
 
 def _small(obj: Any) -> bool:
-    """Cheap to repr in full: a few scalars and short strings."""
+    """Cheap to repr in full: a few scalars and short strings (args and kwargs first)."""
+    if isinstance(obj, (tuple, list)):
+        return len(obj) <= 8 and _plain_items(obj)
+    if isinstance(obj, dict):  # kwargs, mostly empty: then no generator
+        return not obj or (
+            len(obj) <= 8
+            and all(isinstance(k, str) and isinstance(v, _PLAIN) for k, v in obj.items())
+        )
     if isinstance(obj, _PLAIN):
         return True
     if isinstance(obj, str):
         return len(obj) < 200
-    if isinstance(obj, (tuple, list)):
-        return len(obj) <= 8 and all(
-            isinstance(x, _PLAIN) or (isinstance(x, str) and len(x) < 100) for x in obj
-        )
-    if isinstance(obj, dict):
-        return len(obj) <= 8 and all(
-            isinstance(k, str) and isinstance(v, _PLAIN) for k, v in obj.items()
-        )
     return False
+
+
+def _plain_items(items: tuple[Any, ...] | list[Any]) -> bool:
+    """Scalars and short strings only."""
+    for item in items:  # a loop: all(...)'s generator would cost more than the checks
+        if not (isinstance(item, _PLAIN) or (isinstance(item, str) and len(item) < 100)):
+            return False
+    return True
 
 
 def saferepr(obj: Any, limit: int = _REPR_LIMIT) -> str:
@@ -266,7 +273,7 @@ def build_task_message(
         "ignore_result": ignore_result,
         "replaced_task_nesting": replaced_task_nesting,
         "stamped_headers": sorted(stamps) if stamps else None,
-        "stamps": dict(stamps or {}),
+        "stamps": dict(stamps) if stamps else {},
     }
     if headers:
         wire.update(headers)

@@ -265,12 +265,12 @@ class Task:
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 
     def _check_arguments(self, args: Any, kwargs: dict[str, Any]) -> None:
+        bounds = type(self).__dict__.get("_positional_bounds")  # set by `_signature`
+        if bounds is not None and not kwargs and bounds[0] <= len(args) <= bounds[1]:
+            return  # the common case, without binding
         signature = self._signature()
         if signature is None:
             return
-        bounds = type(self).__dict__.get("_positional_bounds")
-        if bounds is not None and not kwargs and bounds[0] <= len(args) <= bounds[1]:
-            return  # the common case, without binding
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
