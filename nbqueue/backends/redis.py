@@ -141,6 +141,9 @@ class RedisBackend(Backend):
     @property
     def listener(self) -> ResultListener:
         """The pub/sub listener (created on first use; its thread starts on first watch)."""
+        listener = self._listener
+        if listener is not None:
+            return listener
         with self._lock:
             if self._listener is None:
                 self._listener = ResultListener(

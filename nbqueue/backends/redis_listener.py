@@ -129,6 +129,9 @@ class ResultListener:
     # called by the backend, from any thread ------------------------------------------
     def watch(self, task_id: str) -> Pending:
         """Subscribe to `task_id`'s channel (once); the thread is started on first use."""
+        pending = self._pending.get(task_id)  # watched already: no lock needed to see it
+        if pending is not None:
+            return pending
         with self._lock:
             pending = self._pending.get(task_id)
             if pending is not None:
