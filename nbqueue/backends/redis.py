@@ -247,7 +247,7 @@ class RedisBackend(Backend):
         self, task_id: str, timeout: float | None, seen: dict[str, Any]
     ) -> dict[str, Any] | None:
         listener = self.listener
-        pending = listener.watch(task_id)
+        pending = listener.entry(task_id) or listener.watch(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             version, generation = pending.version, pending.generation

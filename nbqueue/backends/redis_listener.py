@@ -144,6 +144,20 @@ class ResultListener:
                 self._send("SUBSCRIBE", self._prefix + task_id)
             return pending
 
+    def entry(self, task_id: str) -> Pending | None:
+        """`task_id`'s entry if it is watched, else one holding its cached ready meta (a
+        waiter that read the key just before the message came needs no new subscription)."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            return pending
+        with self._lock:
+            pending = self._pending.get(task_id)
+            raw = self._ready.get(task_id) if pending is None else None
+            if raw is not None:
+                pending = Pending()
+                pending.raw, pending.ready = raw, True
+            return pending
+
     def wait(self, pending: Pending, version: int, generation: int, timeout: float | None) -> None:
         """Block until `pending` changed since `version` and `generation` were read (a
         message or a subscription), or `timeout` s passed."""

@@ -152,3 +152,16 @@ def test_a_task_id_watched_again_before_its_channel_is_left_stays_subscribed(
     backend.store_result(task_id, "second", states.SUCCESS)  # a failure may be overwritten
     wait_for(lambda: pending.ready, message="the new result received by pub/sub")
     assert app.AsyncResult(task_id).get(timeout=5) == "second"
+
+
+def test_a_waiter_whose_result_came_just_after_its_read_does_not_subscribe_again(
+    app: Any,
+) -> None:
+    backend = app.backend
+    task_id = new_id()
+    backend.watch(task_id)
+    seen = backend.get_meta(task_id)  # the waiter's read: nothing yet
+    backend.store_result(task_id, 3, states.SUCCESS)
+    wait_for(lambda: backend.listener.ready(task_id) is not None, message="the result received")
+    assert backend._wait(task_id, 5, seen)["result"] == 3  # from the cache
+    assert backend.listener.watching() == 0
