@@ -1,9 +1,9 @@
 """What every result backend shares: the meta document, exceptions as data, waiting.
 
-A backend stores one *meta* dict per task id, the same shape Celery writes::
+A backend stores one *meta* dict per task id, the same shape (and key order) Celery writes::
 
-    {"status", "result", "traceback", "children", "date_done", "task_id",
-     ["group_id", "parent_id"], [extended: "name", "args", "kwargs", "worker", "retries", "queue"]}
+    {"status", "result", "traceback", "children", "date_done", ["group_id", "parent_id"],
+     [extended: "name", "args", "kwargs", "worker", "retries", "queue"], "task_id"}
 
 Subclasses implement the small storage primitives (`_get`, `_set`, `_delete`, `_wait`);
 the rules above them — never overwrite a SUCCESS, exceptions as ``{exc_type, exc_message,
@@ -190,7 +190,6 @@ class Backend:
             "date_done": (
                 datetime.now(timezone.utc).isoformat() if state in states.READY_STATES else None
             ),
-            "task_id": task_id,
         }
         if request is not None:
             if getattr(request, "group", None):
@@ -206,6 +205,7 @@ class Backend:
                     retries=getattr(request, "retries", 0),
                     queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
                 )
+        meta["task_id"] = task_id  # last, as Celery writes it: encoded without reordering
         return meta
 
     @staticmethod

@@ -78,25 +78,28 @@ class MetaCodec:
     # metas -----------------------------------------------------------------------------
     def encode(self, meta: dict[str, Any]) -> str:
         """JSON in Celery's key order (``task_id`` last); non-JSON fields become markers."""
-        ordered = {k: v for k, v in meta.items() if k != "task_id"}
-        if "task_id" in meta:
-            ordered["task_id"] = meta["task_id"]
-        result = ordered.get("result")
-        if self.always_pickle and "result" in ordered:
-            ordered["result"] = self.marker(result)
+        if "task_id" in meta and next(reversed(meta)) != "task_id":
+            task_id = meta["task_id"]
+            meta = {k: v for k, v in meta.items() if k != "task_id"}
+            meta["task_id"] = task_id
+        result = meta.get("result")
+        if self.always_pickle and "result" in meta:
+            meta = {**meta, "result": self.marker(result)}
         elif hasattr(result, "as_tuple"):  # a task returning an AsyncResult/GroupResult
-            ordered["result"] = result.as_tuple()
+            meta = {**meta, "result": result.as_tuple()}
         try:  # the common case, JSON as it is: encoded once (no trial encoding of the result)
-            return _json(ordered)
+            return _json(meta)
         except (TypeError, ValueError):  # a result or args/kwargs JSON cannot hold: markers
-            return _json({k: self.pack(v) for k, v in ordered.items()})
+            return _json({k: self.pack(v) for k, v in meta.items()})
 
     def decode(self, raw: bytes | str) -> dict[str, Any]:
         """A stored meta, with markers turned back into values and Celery's defaults filled."""
         meta = serialization.loads(raw, serialization.JSON, accept=_JSON_ONLY)
         if not isinstance(meta, dict):
             raise DecodeError(f"a result meta is a JSON object, not {type(meta).__name__}")
-        meta = {k: self.unpack(v) for k, v in meta.items()}
+        for key, value in meta.items():  # values replaced in place: no new dict per meta
+            if isinstance(value, dict) and MARKER in value:
+                meta[key] = self.unpack(value)
         meta.setdefault("result", None)
         meta.setdefault("traceback", None)
         meta.setdefault("children", [])

@@ -141,6 +141,9 @@ class RedisBackend(Backend):
     @property
     def listener(self) -> ResultListener:
         """The pub/sub listener (created on first use; its thread starts on first watch)."""
+        listener = self._listener
+        if listener is not None:
+            return listener
         with self._lock:
             if self._listener is None:
                 self._listener = ResultListener(
@@ -161,13 +164,31 @@ class RedisBackend(Backend):
 
     def watch(self, task_id: str) -> None:
         """Have listeners told of every later state of `task_id` (subscribed on return)."""
-        self.listener.watch(task_id).confirmed.wait(_CONFIRM_WAIT)
+        self._subscribed(self.listener.watch(task_id), _CONFIRM_WAIT)
+
+    def _subscribed(self, pending: Pending, timeout: float) -> None:
+        """Wait up to `timeout` s for `pending`'s subscription to be confirmed."""
+        listener = self.listener
+        deadline = time.monotonic() + timeout
+        while True:
+            version, generation = pending.version, pending.generation
+            remaining = deadline - time.monotonic()
+            if pending.subscribed or pending.ready or remaining <= 0:
+                return
+            listener.wait(pending, version, generation, remaining)
 
     # storage primitives ------------------------------------------------------------------
     def _get(self, task_id: str) -> dict[str, Any] | None:
+        """The stored meta; a ready one read so ends the listener's watch of `task_id`
+        (it was published before the subscription took effect: no message will come)."""
         with self._errors(f"read the result of {task_id}"):
             raw = self.commands.execute("GET", self.task_key(task_id))
-        return None if raw is None else self.codec.decode(raw)
+        if raw is None:
+            return None
+        meta = self.codec.decode(raw)
+        if self._listener is not None and meta.get("status") in states.READY_STATES:
+            self._listener.settle(task_id, raw)
+        return meta
 
     def _set(self, task_id: str, meta: dict[str, Any], state: str) -> None:
         self._store(self.task_key(task_id), self.codec.encode(meta), state)
@@ -215,37 +236,35 @@ class RedisBackend(Backend):
         if raw is not None:
             return self.codec.decode(raw)
         pending = listener.watch(task_id)
-        wait = _CONFIRM_WAIT if timeout is None else min(timeout, _CONFIRM_WAIT)
-        pending.confirmed.wait(wait)  # subscribed before the GET: nothing falls in between
+        # subscribed before the GET: nothing falls in between
+        self._subscribed(pending, _CONFIRM_WAIT if timeout is None else min(timeout, _CONFIRM_WAIT))
+        if pending.ready:  # its message came with the confirmation: no GET needed
+            return self.codec.decode(pending.raw)  # type: ignore[arg-type]
         pending.read_at = pending.generation  # the GET in the base's wait_for
         return super().wait_for(task_id, timeout, interval)
 
     def _wait(
         self, task_id: str, timeout: float | None, seen: dict[str, Any]
     ) -> dict[str, Any] | None:
-        pending = self.listener.watch(task_id)
-        return self._wait_pending(task_id, pending, timeout, seen)
-
-    def _wait_pending(
-        self, task_id: str, pending: Pending, timeout: float | None, seen: dict[str, Any]
-    ) -> dict[str, Any] | None:
+        listener = self.listener
+        pending = listener.entry(task_id) or listener.watch(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            pending.event.clear()
+            version, generation = pending.version, pending.generation
             raw = pending.raw
             if raw is not None:
                 meta = self.codec.decode(raw)
                 if meta != seen:
                     return meta
-            if pending.generation != pending.read_at:  # (re)subscribed since the last read:
-                pending.read_at = pending.generation  # a message may have been missed
+            if generation != pending.read_at:  # (re)subscribed since the last read:
+                pending.read_at = generation  # a message may have been missed
                 meta = self._get(task_id)
                 if meta is not None and meta != seen:
                     return meta
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
-            pending.event.wait(remaining)
+            listener.wait(pending, version, generation, remaining)
 
     def forget(self, task_id: str) -> None:
         self._delete(task_id)

@@ -4,8 +4,10 @@ Like Celery's client, a task's result channel (``celery-task-meta-<id>``, named 
 key) is SUBSCRIBEd before the task is sent, so its result cannot be missed; the thread
 reads every message, keeps the last one per task id, wakes that id's waiters (no polling)
 and tells the backend, which feeds its listeners (progress bars, widgets). Once a ready
-state arrives the channel is UNSUBSCRIBEd and the meta kept in a bounded cache, so a
-``get()`` after the fact costs no round trip.
+state arrives (or a waiter read one from the key) the meta is kept in a bounded cache, so
+a ``get()`` after the fact costs no round trip, and the channel is left to be UNSUBSCRIBEd
+with others in one command (every `unsubscribe_batch` tasks, or when the connection is
+quiet): a message on it meanwhile is ignored, and a task id watched again is taken off.
 
 Only this thread reads the connection; other threads only *write* SUBSCRIBE/UNSUBSCRIBE
 to it, under the same lock the reader holds while it parses replies. On a lost connection
@@ -15,8 +17,8 @@ published while disconnected is gone).
 
 With hiredis installed, a plain TCP or Unix connection is read by a hiredis reader of our
 own: one ``recv`` per wake-up, every complete reply parsed from it in C, instead of
-redis-py's ``can_read``/``read_response`` (a ``poll`` and ~10 µs of Python per reply;
-three replies per task: subscribed, the result, unsubscribed).
+redis-py's ``can_read``/``read_response`` (a ``poll`` and ~10 µs of Python per reply),
+and commands are packed by hiredis and written straight to the socket.
 """
 
 from __future__ import annotations
@@ -44,31 +46,50 @@ __all__ = ["Pending", "ResultListener"]
 logger = logging.getLogger(__name__)
 
 _READY = frozenset(s.encode() for s in states.READY_STATES)
+#: how every meta Celery and nbqueue write begins (Celery's key order, kombu's separators)
+_STATUS_FIRST = b'{"status": "'
 
 
 def _ready_state(raw: bytes) -> bool:
-    """Whether a published meta is in a ready state (a malformed one counts as not ready)."""
+    """Whether a published meta is in a ready state (a malformed one counts as not ready).
+
+    The status is read straight from the bytes when the meta starts with it (every meta
+    Celery and nbqueue write does) and holds no escape; anything else is parsed in full.
+    """
+    if raw.startswith(_STATUS_FIRST):
+        end = raw.find(b'"', len(_STATUS_FIRST))
+        status = raw[len(_STATUS_FIRST) : end]
+        if end > 0 and b"\\" not in status:
+            return status in _READY
     try:
-        status = json.loads(raw).get("status")
+        value = json.loads(raw).get("status")
     except (ValueError, AttributeError):
         return False
-    return isinstance(status, str) and status.encode() in _READY
+    return isinstance(value, str) and value.encode() in _READY
 
 
 class Pending:
-    """One task id being watched: its last message, and an event set on every change."""
+    """One task id being watched: its last message, and the waiters to wake on a change.
 
-    __slots__ = ("confirmed", "event", "generation", "raw", "read_at", "version")
+    Waiters block on a lock of their own, released by the listener (under its lock) on
+    every message or (re)subscription: nothing is allocated or signalled when no one waits.
+    """
+
+    __slots__ = ("generation", "raw", "read_at", "ready", "subscribed", "version", "waiters")
 
     def __init__(self) -> None:
         self.raw: bytes | None = None
+        #: whether `raw` is in a ready state (the task id is no longer watched then)
+        self.ready = False
+        #: bumped on every message
         self.version = 0
         #: bumped on every (re)subscription confirmation: re-read the key after it
         self.generation = 0
         #: the generation the key was last read at (by a waiter)
         self.read_at = -1
-        self.event = threading.Event()
-        self.confirmed = threading.Event()
+        #: whether the channel is subscribed on the current connection
+        self.subscribed = False
+        self.waiters: list[Any] | None = None
 
 
 class ResultListener:
@@ -78,6 +99,10 @@ class ResultListener:
     ready_cache_size = 20_000
     #: longest a reader waits before looking at its stop flag again (stop also wakes it)
     idle_timeout = 5.0
+    #: channels of ready tasks are unsubscribed together once this many are waiting...
+    unsubscribe_batch = 256
+    #: ... or once the connection was quiet this long (seconds)
+    unsubscribe_idle = 0.5
 
     def __init__(
         self,
@@ -93,6 +118,8 @@ class ResultListener:
         self._lock = threading.RLock()
         self._pending: dict[str, Pending] = {}
         self._ready: OrderedDict[str, bytes] = OrderedDict()
+        #: task ids done with whose channels are still subscribed (unsubscribed in batches)
+        self._leaving: dict[str, None] = {}
         self._conn: Any = None
         #: our own parser of `_conn`'s replies (hiredis), or None: redis-py's parser reads
         self._reader: Any = None
@@ -102,6 +129,9 @@ class ResultListener:
     # called by the backend, from any thread ------------------------------------------
     def watch(self, task_id: str) -> Pending:
         """Subscribe to `task_id`'s channel (once); the thread is started on first use."""
+        pending = self._pending.get(task_id)  # watched already: no lock needed to see it
+        if pending is not None:
+            return pending
         with self._lock:
             pending = self._pending.get(task_id)
             if pending is not None:
@@ -110,8 +140,51 @@ class ResultListener:
             if self._thread is None or not self._thread.is_alive():
                 self._start()
             elif self._conn is not None:
+                self._leaving.pop(task_id, None)  # still subscribed: subscribe again, not off
                 self._send("SUBSCRIBE", self._prefix + task_id)
             return pending
+
+    def entry(self, task_id: str) -> Pending | None:
+        """`task_id`'s entry if it is watched, else one holding its cached ready meta (a
+        waiter that read the key just before the message came needs no new subscription)."""
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            return pending
+        with self._lock:
+            pending = self._pending.get(task_id)
+            raw = self._ready.get(task_id) if pending is None else None
+            if raw is not None:
+                pending = Pending()
+                pending.raw, pending.ready = raw, True
+            return pending
+
+    def wait(self, pending: Pending, version: int, generation: int, timeout: float | None) -> None:
+        """Block until `pending` changed since `version` and `generation` were read (a
+        message or a subscription), or `timeout` s passed."""
+        with self._lock:
+            if pending.version != version or pending.generation != generation:
+                return
+            lock = threading.Lock()
+            lock.acquire()
+            if pending.waiters is None:
+                pending.waiters = [lock]
+            else:
+                pending.waiters.append(lock)
+        if lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            return
+        with self._lock:
+            waiters = pending.waiters
+            if waiters is not None and lock in waiters:
+                waiters.remove(lock)
+
+    def settle(self, task_id: str, raw: bytes) -> None:
+        """`task_id`'s ready meta was read from its key (published before the subscription
+        took effect, no message will come): stop watching it, as its message would have."""
+        with self._lock:
+            pending = self._pending.get(task_id)
+            if pending is not None:
+                self._update(pending, raw, ready=True)
+                self._done(task_id, raw)
 
     def ready(self, task_id: str) -> bytes | None:
         """The ready meta received for `task_id`, if it is still cached."""
@@ -126,10 +199,10 @@ class ResultListener:
         with self._lock:
             self._ready.pop(task_id, None)
             if self._pending.pop(task_id, None) is not None and self._conn is not None:
-                self._send("UNSUBSCRIBE", self._prefix + task_id)
+                self._leaving[task_id] = None
 
     def watching(self) -> int:
-        """How many task ids are subscribed."""
+        """How many task ids are watched (subscribed, their result not received yet)."""
         return len(self._pending)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -162,8 +235,12 @@ class ResultListener:
                 continue
             backoff = 0.1
             try:
-                if self._wait_readable(conn):
+                quiet = self.unsubscribe_idle if self._leaving else self.idle_timeout
+                if self._wait_readable(conn, quiet):
                     self._read_available(conn)
+                else:
+                    with self._lock:
+                        self._unsubscribe_leaving(conn)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if not self._stopping.is_set():
                     logger.warning("%s: result connection lost (%s); reconnecting", self.name, exc)
@@ -185,83 +262,101 @@ class ResultListener:
         with self._lock:
             self._conn = conn
             self._reader = _direct_reader(conn)
+            self._leaving.clear()
             channels = [self._prefix + task_id for task_id in self._pending]
             for start in range(0, len(channels), 1000):
                 self._send("SUBSCRIBE", *channels[start : start + 1000])
         return True
 
-    def _wait_readable(self, conn: Any) -> bool:
+    def _wait_readable(self, conn: Any, timeout: float) -> bool:
         """Block (without the lock) until the connection has something to read."""
         if isinstance(conn, fakeredis.FakeRedisConnection):
-            return bool(conn.can_read(timeout=self.idle_timeout))
+            return bool(conn.can_read(timeout=timeout))
         sock = conn._sock
         if sock is None:
             raise redis.ConnectionError("the result connection is closed")
-        readable, _, _ = select.select([sock], [], [], self.idle_timeout)
+        readable, _, _ = select.select([sock], [], [], timeout)
         return bool(readable)
 
     def _read_available(self, conn: Any) -> None:
         messages: list[tuple[str, bytes]] = []
-        done: list[bytes] = []  # channels whose task is ready: unsubscribed in one command
         reader = self._reader
         data = _recv(conn) if reader is not None else b""
         with self._lock:
-            if reader is not None and self._conn is conn:
+            if self._conn is not conn:
+                return
+            if reader is not None:
                 reader.feed(data)
                 while (reply := reader.gets()) is not False:
-                    found = self._handle(reply, done)
-                    if found is not None:
-                        messages.append(found)
-            while reader is None and self._conn is conn and conn.can_read(timeout=0):
-                found = self._handle(conn.read_response(), done)
-                if found is not None:
-                    messages.append(found)
-            if done and self._conn is conn:
-                self._send("UNSUBSCRIBE", *done)
+                    self._handle(reply, messages)
+            else:
+                while self._conn is conn and conn.can_read(timeout=0):
+                    self._handle(conn.read_response(), messages)
+            if len(self._leaving) >= self.unsubscribe_batch:
+                self._unsubscribe_leaving(conn)
         for task_id, raw in messages:
             try:
                 self._on_message(task_id, raw)
             except Exception:
                 logger.exception("%s: result listener failed for %s", self.name, task_id)
 
-    def _handle(self, reply: Any, done: list[bytes]) -> tuple[str, bytes] | None:
-        """Act on one reply (lock held); a result message is returned for the backend, and
-        the channel of a ready task is added to `done`."""
-        if not isinstance(reply, list) or len(reply) < 3:
-            return None
+    def _handle(self, reply: Any, messages: list[tuple[str, bytes]]) -> None:
+        """Act on one reply (lock held); a result message is added to `messages` for the
+        backend. Unsubscribe confirmations (one per channel) are passed over first."""
+        if type(reply) is not list or len(reply) < 3:
+            return
         kind, channel = reply[0], reply[1]
-        if not isinstance(channel, bytes):
-            return None
+        if (kind != b"message" and kind != b"subscribe") or not isinstance(channel, bytes):
+            return
         task_id = channel.decode()[len(self._prefix) :]
         pending = self._pending.get(task_id)
-        if kind == b"subscribe" and pending is not None:
+        if pending is None:
+            return  # a late message or confirmation after forget/unsubscribe
+        if kind == b"subscribe":
             pending.generation += 1
-            pending.confirmed.set()
-            pending.event.set()
-        elif kind == b"message" and isinstance(reply[2], bytes):
-            if pending is None:
-                return None  # a late message after forget/unsubscribe
-            raw = reply[2]
-            pending.raw = raw
-            pending.version += 1
-            pending.event.set()
-            if _ready_state(raw):
-                del self._pending[task_id]
-                self._remember(task_id, raw)
-                done.append(channel)
-            return task_id, raw
-        return None
+            pending.subscribed = True
+            if pending.waiters is not None:
+                _wake(pending)
+            return
+        raw = reply[2]
+        if not isinstance(raw, bytes):
+            return
+        ready = _ready_state(raw)
+        self._update(pending, raw, ready)
+        if ready:
+            self._done(task_id, raw)
+        messages.append((task_id, raw))
 
-    def _remember(self, task_id: str, raw: bytes) -> None:
+    def _update(self, pending: Pending, raw: bytes, ready: bool) -> None:
+        pending.raw = raw
+        pending.ready = ready
+        pending.version += 1
+        if pending.waiters is not None:
+            _wake(pending)
+
+    def _done(self, task_id: str, raw: bytes) -> None:
+        """`task_id` is ready: cached, no longer watched, its channel left for a batch."""
+        del self._pending[task_id]
         self._ready[task_id] = raw
-        while len(self._ready) > self.ready_cache_size:
+        if len(self._ready) > self.ready_cache_size:
             self._ready.popitem(last=False)
+        self._leaving[task_id] = None
 
     # connection (lock held) ----------------------------------------------------------------
+    def _unsubscribe_leaving(self, conn: Any) -> None:
+        """UNSUBSCRIBE the channels of the ready (and forgotten) tasks, in one command."""
+        if self._leaving and self._conn is conn:
+            channels = [self._prefix + task_id for task_id in self._leaving]
+            self._leaving.clear()
+            self._send("UNSUBSCRIBE", *channels)
+
     def _send(self, *args: Any) -> None:
         try:
-            if self._reader is not None:  # hiredis: its packer (redis-py's bytes, less work)
-                self._conn.send_packed_command((hiredis.pack_command(args),), check_health=False)
+            if self._reader is not None:  # hiredis: its packer, written straight to the socket
+                sock = self._conn._sock
+                if sock is None:
+                    raise redis.ConnectionError("the result connection is closed")
+                sock.sendall(hiredis.pack_command(args))
             else:
                 self._conn.send_command(*args, check_health=False)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -271,13 +366,21 @@ class ResultListener:
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         self._reader = None
+        self._leaving.clear()  # the connection's subscriptions end with it
         if conn is not None:
             try:
                 conn.disconnect()
             except Exception:  # closing a broken socket can fail again; it is gone either way
                 logger.debug("%s: error closing the result connection", self.name, exc_info=True)
         for pending in self._pending.values():
-            pending.confirmed.clear()
+            pending.subscribed = False
+
+
+def _wake(pending: Pending) -> None:
+    """Release every waiter of `pending` (listener lock held)."""
+    waiters, pending.waiters = pending.waiters, None
+    for lock in waiters or ():
+        lock.release()
 
 
 def _direct_reader(conn: Any) -> Any:

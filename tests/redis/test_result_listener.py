@@ -101,3 +101,67 @@ def test_a_burst_of_results_and_a_result_larger_than_one_read_all_arrive(
     assert got == [big if n == 150 else n for n in range(300)]
     wait_for(lambda: backend.listener.watching() == 0, message="every channel unsubscribed")
     assert (backend.listener._reader is not None) == (reader == "hiredis")
+
+
+def test_a_result_read_from_its_key_ends_the_watch(app: Any) -> None:
+    backend = app.backend
+    task_id = new_id()
+    backend.store_result(task_id, 5, states.SUCCESS)  # published before anyone subscribed
+    assert app.AsyncResult(task_id).get(timeout=5) == 5  # read from the key, not a message
+    assert backend.listener.watching() == 0
+    assert backend.listener.ready(task_id) is not None
+
+
+def _subscribed(admin: redis.Redis, app: Any, ids: list[str]) -> list[int]:
+    channels = [app.backend.task_key(task_id) for task_id in ids]
+    return [count for _, count in admin.pubsub_numsub(*channels)]
+
+
+def test_channels_of_ready_tasks_are_unsubscribed_in_batches(
+    app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = app.backend
+    monkeypatch.setattr(backend.listener, "unsubscribe_batch", 10)
+    ids = [new_id() for _ in range(25)]
+    for task_id in ids:
+        backend.watch(task_id)
+    assert _subscribed(admin, app, ids) == [1] * 25
+    for task_id in ids:
+        backend.store_result(task_id, task_id, states.SUCCESS)
+    assert [app.AsyncResult(task_id).get(timeout=10) for task_id in ids] == ids
+    # two full batches at once, the last five once the connection is quiet
+    wait_for(lambda: _subscribed(admin, app, ids) == [0] * 25, message="all unsubscribed")
+
+
+def test_a_task_id_watched_again_before_its_channel_is_left_stays_subscribed(
+    app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = app.backend
+    listener = backend.listener
+    monkeypatch.setattr(listener, "unsubscribe_idle", 60.0)  # batches only
+    task_id, other = new_id(), new_id()
+    backend.watch(task_id)
+    backend.store_result(task_id, "first", states.FAILURE)
+    wait_for(lambda: listener.ready(task_id) is not None, message="the failure received")
+    pending = listener.watch(task_id)  # watched again before its channel was left
+    monkeypatch.setattr(listener, "unsubscribe_batch", 1)  # the next ready task leaves them
+    backend.watch(other)
+    backend.store_result(other, 1, states.SUCCESS)
+    wait_for(lambda: _subscribed(admin, app, [other]) == [0], message="the batch left")
+    assert _subscribed(admin, app, [task_id]) == [1]
+    backend.store_result(task_id, "second", states.SUCCESS)  # a failure may be overwritten
+    wait_for(lambda: pending.ready, message="the new result received by pub/sub")
+    assert app.AsyncResult(task_id).get(timeout=5) == "second"
+
+
+def test_a_waiter_whose_result_came_just_after_its_read_does_not_subscribe_again(
+    app: Any,
+) -> None:
+    backend = app.backend
+    task_id = new_id()
+    backend.watch(task_id)
+    seen = backend.get_meta(task_id)  # the waiter's read: nothing yet
+    backend.store_result(task_id, 3, states.SUCCESS)
+    wait_for(lambda: backend.listener.ready(task_id) is not None, message="the result received")
+    assert backend._wait(task_id, 5, seen)["result"] == 3  # from the cache
+    assert backend.listener.watching() == 0
