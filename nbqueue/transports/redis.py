@@ -333,6 +333,13 @@ class Channel(kombu_redis.Channel):
             keys = cache[order] = tuple(self._q_for_pri(q, pri) for pri in steps for q in order)
         return keys
 
+    def maybe_refresh_binding_expiry(self) -> Any:
+        """kombu's keep-alive of expiring queues' bindings; nothing to do (kombu looks at
+        every consumed queue, every poll) while no queue declared here expires."""
+        if not self._expires:
+            return None
+        return super().maybe_refresh_binding_expiry()
+
     @property
     def fetching(self) -> bool:
         """Whether waiting messages may be popped and recorded in one script."""
