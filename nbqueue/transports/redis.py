@@ -60,6 +60,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.eventio import READ
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads
+from kombu.utils.objects import cached_property as locked_cached_property
 
 from ..protocol import new_id
 from .redis_commands import Commands, Script
@@ -285,7 +286,8 @@ class Channel(kombu_redis.Channel):
 
     @cached_property
     def client(self) -> Any:
-        """kombu's BRPOP client; a plain cached attribute (kombu's locks on every read)."""
+        """kombu's BRPOP client, read only in the loop thread: a plain cached attribute
+        (kombu's cached properties take a lock on every read, several times per message)."""
         return self._create_client(asynchronous=True)
 
     @cached_property
@@ -422,12 +424,12 @@ class Channel(kombu_redis.Channel):
     def _next_delivery_tag(self) -> str:
         return new_id()  # a uuid4 string like kombu's, without a syscall per message
 
-    @cached_property
+    @locked_cached_property  # pool threads (acks) use it too: made once, under a lock
     def shared_client(self) -> Any:
         """The client for everything but BRPOP/pub-sub (those keep their own connection)."""
         return self._create_client()
 
-    @cached_property
+    @locked_cached_property
     def commands(self) -> Commands:
         """The hot path's commands (publish, ack scripts), on `shared_client`'s server."""
         return Commands(self.shared_client)
