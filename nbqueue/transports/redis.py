@@ -23,6 +23,10 @@ untouched. What changes is only what an embedded worker needs:
   same script, before it is handed on (one round trip, not a record then a fetch). Not
   for queues consumed without acks. An ack wakes a consumer that stopped polling at its
   prefetch limit.
+* **less kombu per message.** What kombu recomputes on every poll (the consumed queues,
+  the key lists of BRPOP and of the fetch) is kept until consuming changes; its messages
+  are built in one step; envelopes are decoded without its JSON object hook; the BRPOP
+  client is a plain cached attribute (kombu's cached properties lock on every read).
 * **a loop that can be woken.** `Transport.wakeup` (another thread) makes a waiting
   ``drain_events`` return at once, through a socket pair registered with kombu's poller,
   so the worker's loop runs scheduled calls (cancel, close) without waiting for a poll.
