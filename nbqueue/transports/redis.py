@@ -195,13 +195,13 @@ class QoS(kombu_redis.QoS):
             recorded.discard(delivery_tag)
         elif channel.fetch_with_record:  # BRPOP's message: recorded by the fetch script
             channel.fetch_with_record = False
-            record = _record(message)
+            record = channel.record_of(message)
             try:
                 channel.fetched = channel.fetch(delivery_tag, record)
             except channel.connection_errors:  # then recorded alone, retried while away
                 self._record_surely(delivery_tag, record)
         else:
-            self._record_surely(delivery_tag, _record(message))
+            self._record_surely(delivery_tag, channel.record_of(message))
         virtual.QoS.append(self, message, delivery_tag)
 
     def _record_surely(self, delivery_tag: str, record: str) -> None:
@@ -257,6 +257,8 @@ class Channel(kombu_redis.Channel):
     fetch_with_record = False
     #: what that fetch popped ([key, envelope, ...]), delivered after BRPOP's message
     fetched: list[Any] | None = None
+    #: (envelope, its JSON as BRPOP returned it) while BRPOP's message is delivered
+    _brpop_envelope: tuple[Any, str] | None = None
 
     @property
     def scripted_acks(self) -> bool:
@@ -383,11 +385,24 @@ class Channel(kombu_redis.Channel):
             dest, item = reply
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            self.connection._deliver(_loads(bytes_to_str(item)), dest)
+            text = bytes_to_str(item)
+            envelope = _loads(text)
+            self._brpop_envelope = (envelope, text)
+            self.connection._deliver(envelope, dest)
             return True
         finally:
+            self._brpop_envelope = None
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def record_of(self, message: Any) -> str:
+        """kombu's unacked record of `message`; for BRPOP's message, with its envelope as
+        BRPOP returned it (as the fetch script records), not encoded again."""
+        brpop = self._brpop_envelope
+        if brpop is None or brpop[0] is not message._raw:
+            return _record(message)
+        info = message.delivery_info
+        return f"[{brpop[1]}, {_dumps(info['exchange'])}, {_dumps(info['routing_key'])}]"
 
     def _fetch(self) -> int:
         """Deliver what is waiting, up to the prefetch room; returns how many."""
