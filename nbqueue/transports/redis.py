@@ -27,6 +27,10 @@ untouched. What changes is only what an embedded worker needs:
   its prefetch limit is woken once half its window is free; acks made meanwhile are
   forgotten by the fetch that follows (or within a poll, ≤ 0.25 s, or at close) instead of
   by a round trip each.
+* **less kombu per message.** What kombu recomputes on every poll (the consumed queues,
+  the key lists of BRPOP and of the fetch) is kept until consuming changes; its messages
+  are built in one step; envelopes are decoded without its JSON object hook; the BRPOP
+  client is a plain cached attribute (kombu's cached properties lock on every read).
 * **a loop that can be woken.** `Transport.wakeup` (another thread) makes a waiting
   ``drain_events`` return at once, through a socket pair registered with kombu's poller,
   so the worker's loop runs scheduled calls (cancel, close) without waiting for a poll.
@@ -49,9 +53,12 @@ import contextlib
 import json
 import logging
 import socket
+import sys
+from binascii import a2b_base64
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from queue import Empty
 from time import monotonic, sleep, time
 from typing import Any
@@ -62,7 +69,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.eventio import READ
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads
-from kombu.utils.objects import cached_property
+from kombu.utils.objects import cached_property as locked_cached_property
 
 from ..protocol import new_id
 from .redis_commands import Commands, Script
@@ -148,6 +155,47 @@ def _record(message: Any) -> str:
     return _dumps([message._raw, info["exchange"], info["routing_key"]])
 
 
+#: kombu's body codecs (base64 is decoded inline when a channel uses these)
+_KOMBU_CODECS = virtual.Channel.codecs
+
+
+class Message(virtual.Message):
+    """kombu's virtual message, built in one step (kombu's two ``__init__``s do the same
+    through keyword plumbing, per delivered message)."""
+
+    def __init__(self, payload: dict[str, Any], channel: Any = None, **kwargs: Any) -> None:
+        headers = payload.get("headers") or {}
+        if kwargs or headers.get("compression"):
+            super().__init__(payload, channel, **kwargs)
+            return
+        self._raw = payload
+        properties = payload["properties"]
+        body = payload.get("body")
+        if body:
+            encoding = properties.get("body_encoding")
+            if encoding == "base64" and channel.codecs is _KOMBU_CODECS:  # kombu's Base64
+                body = a2b_base64(body.encode() if isinstance(body, str) else body)
+            else:
+                body = channel.decode_body(body, encoding)
+        self.errors = []
+        self.channel = channel
+        self.delivery_tag = properties["delivery_tag"]
+        self.content_type = payload.get("content-type")
+        self.content_encoding = payload.get("content-encoding")
+        self.delivery_info = properties.get("delivery_info") or {}
+        self.headers = headers
+        self.properties = properties
+        self._decoded_cache = None
+        self._state = "RECEIVED"
+        self.accept = None
+        if isinstance(body, str):
+            try:
+                body = body.encode("utf-8")
+            except Exception:
+                self.errors.append(sys.exc_info())
+        self.body = body
+
+
 class QoS(kombu_redis.QoS):
     """kombu's Redis ack emulation; recording and forgetting a delivery in one command."""
 
@@ -160,13 +208,13 @@ class QoS(kombu_redis.QoS):
             recorded.discard(delivery_tag)
         elif channel.fetch_with_record:  # BRPOP's message: recorded by the fetch script
             channel.fetch_with_record = False
-            record = _record(message)
+            record = channel.record_of(message)
             try:
                 channel.fetched = channel.fetch(delivery_tag, record)
             except channel.connection_errors:  # then recorded alone, retried while away
                 self._record_surely(delivery_tag, record)
         else:
-            self._record_surely(delivery_tag, _record(message))
+            self._record_surely(delivery_tag, channel.record_of(message))
         virtual.QoS.append(self, message, delivery_tag)
 
     def _record_surely(self, delivery_tag: str, record: str) -> None:
@@ -221,6 +269,7 @@ class Channel(kombu_redis.Channel):
     """kombu's Redis channel: one shared client, lighter acks, a close that does not wait."""
 
     QoS = QoS
+    Message = Message
 
     #: seconds a dead sweeper's restore lock outlives it (kombu's 300: see the module doc)
     unacked_mutex_expire = 30
@@ -233,6 +282,8 @@ class Channel(kombu_redis.Channel):
     fetched: list[Any] | None = None
     #: the last fetch found the queues empty (it brought less than it had room for)
     emptied = False
+    #: (envelope, its JSON as BRPOP returned it) while BRPOP's message is delivered
+    _brpop_envelope: tuple[Any, str] | None = None
 
     @property
     def scripted_acks(self) -> bool:
@@ -289,21 +340,75 @@ class Channel(kombu_redis.Channel):
             self.no_ack_queues.add(queue)
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
+    @cached_property
+    def client(self) -> Any:
+        """kombu's BRPOP client, read only in the loop thread: a plain cached attribute
+        (kombu's cached properties take a lock on every read, several times per message)."""
+        return self._create_client(asynchronous=True)
+
+    @cached_property
+    def subclient(self) -> Any:
+        """kombu's pub/sub connection (fanout queues), a plain cached attribute as `client`."""
+        return self._create_client(asynchronous=True).pubsub()
+
+    @cached_property
+    def active_queues(self) -> list[str]:
+        """kombu's list of consumed (non-fanout) queues, kept until consuming changes
+        (`_update_queue_cycle`): kombu rebuilds it several times per message."""
+        return list(
+            dict.fromkeys(q for q in self._active_queues if q not in self.active_fanout_queues)
+        )
+
+    @cached_property
+    def _fetchable(self) -> bool:
+        """No active queue is consumed without acks (those are never fetched)."""
+        return not any(q in self.no_ack_queues for q in self.active_queues)
+
+    @cached_property
+    def _priority_keys(self) -> dict[tuple[str, ...], tuple[str, ...]]:
+        """The lists a fetch pops, by queue order (priority-major, as BRPOP's keys)."""
+        return {}
+
+    @cached_property
+    def _queue_of_key(self) -> dict[bytes, str]:
+        """The queue each fetched list key belongs to (kombu's ``rsplit`` of the key)."""
+        return {}
+
+    def _update_queue_cycle(self) -> None:
+        """kombu's hook after every consume and cancel: what is consumed changed."""
+        for name in ("active_queues", "_fetchable", "_priority_keys", "_queue_of_key"):
+            self.__dict__.pop(name, None)
+        super()._update_queue_cycle()
+
+    def _keys_for(self, queues: list[str]) -> tuple[str, ...]:
+        order = tuple(queues)
+        cache = self._priority_keys
+        keys = cache.get(order)
+        if keys is None:
+            if len(cache) >= 64:  # many queues: orders are permutations, keep it bounded
+                cache.clear()
+            steps = self.priority_steps
+            keys = cache[order] = tuple(self._q_for_pri(q, pri) for pri in steps for q in order)
+        return keys
+
+    def maybe_refresh_binding_expiry(self) -> Any:
+        """kombu's keep-alive of expiring queues' bindings; nothing to do (kombu looks at
+        every consumed queue, every poll) while no queue declared here expires."""
+        if not self._expires:
+            return None
+        return super().maybe_refresh_binding_expiry()
+
     @property
     def fetching(self) -> bool:
         """Whether waiting messages may be popped and recorded in one script."""
-        return (
-            self.scripted_acks
-            and not self._closing
-            and not any(q in self.no_ack_queues for q in self.active_queues)
-        )
+        return self.scripted_acks and not self._closing and self._fetchable
 
     def _brpop_read(self, **options: Any) -> bool:
         """kombu's BRPOP delivery, then what else is waiting, up to the prefetch room: the
         delivered message's unacked record and that fetch are one script (`QoS.append`)."""
         fetching = self.fetch_with_record = self.fetching
         try:
-            delivered = super()._brpop_read(**options)
+            delivered = self._brpop_deliver(**options)
         finally:
             self.fetch_with_record = False
         popped, self.fetched = self.fetched, None
@@ -312,6 +417,42 @@ class Channel(kombu_redis.Channel):
         elif delivered and fetching:  # BRPOP's message was not recorded by us: fetch alone
             self._fetch()
         return delivered
+
+    def _brpop_deliver(self, **options: Any) -> bool:
+        """kombu's `_brpop_read` (read BRPOP's reply, rotate, deliver), the envelope decoded
+        by `_loads` (kombu's ``loads`` runs an object hook over every JSON object)."""
+        if self.global_keyprefix:  # kombu's prefixed client strips the key's prefix
+            return super()._brpop_read(**options)
+        client = self.client
+        try:
+            try:
+                reply = client.parse_response(client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                client.connection.disconnect()  # the next poll reconnects, as in kombu
+                raise
+            if not reply:
+                raise Empty()
+            dest, item = reply
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            text = bytes_to_str(item)
+            envelope = _loads(text)
+            self._brpop_envelope = (envelope, text)
+            self.connection._deliver(envelope, dest)
+            return True
+        finally:
+            self._brpop_envelope = None
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def record_of(self, message: Any) -> str:
+        """kombu's unacked record of `message`; for BRPOP's message, with its envelope as
+        BRPOP returned it (as the fetch script records), not encoded again."""
+        brpop = self._brpop_envelope
+        if brpop is None or brpop[0] is not message._raw:
+            return _record(message)
+        info = message.delivery_info
+        return f"[{brpop[1]}, {_dumps(info['exchange'])}, {_dumps(info['routing_key'])}]"
 
     def _fetch(self) -> int:
         """Deliver what is waiting, up to the prefetch room; returns how many."""
@@ -332,11 +473,10 @@ class Channel(kombu_redis.Channel):
                 self.run_script("record", record[0], time(), record[1])
             self.forget_acked()
             return []
-        keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
         acked = self.take_acked()
         try:
             popped = self.run_script(
-                "fetch", room, time(), len(acked), *acked, *record, keys=tuple(keys)
+                "fetch", room, time(), len(acked), *acked, *record, keys=self._keys_for(queues)
             )
         except BaseException:
             self.acked.extendleft(reversed(acked))
@@ -345,22 +485,30 @@ class Channel(kombu_redis.Channel):
         return popped
 
     def _deliver_fetched(self, popped: list[Any]) -> None:
+        if not popped:
+            return
+        prerecorded = self.prerecorded
+        queues = self._queue_of_key
+        rotate = self._queue_cycle.rotate
+        deliver = self.connection._deliver
         for key, item in zip(popped[::2], popped[1::2], strict=True):
             message = _loads(bytes_to_str(item))
-            self.prerecorded.add(message["properties"]["delivery_tag"])
-            dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(dest)
-            self.connection._deliver(message, dest)
+            prerecorded.add(message["properties"]["delivery_tag"])
+            dest = queues.get(key)
+            if dest is None:
+                dest = queues[key] = bytes_to_str(key).rsplit(self.sep, 1)[0]
+            rotate(dest)
+            deliver(message, dest)
 
     def _next_delivery_tag(self) -> str:
         return new_id()  # a uuid4 string like kombu's, without a syscall per message
 
-    @cached_property
+    @locked_cached_property  # pool threads (acks) use it too: made once, under a lock
     def shared_client(self) -> Any:
         """The client for everything but BRPOP/pub-sub (those keep their own connection)."""
         return self._create_client()
 
-    @cached_property
+    @locked_cached_property
     def commands(self) -> Commands:
         """The hot path's commands (publish, ack scripts), on `shared_client`'s server."""
         return Commands(self.shared_client)
@@ -397,8 +545,19 @@ class Channel(kombu_redis.Channel):
         self.__dict__.pop("prerecorded", None)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
+        """kombu's BRPOP send, its keys from `_keys_for` (kombu rebuilds them each time)."""
         self._remember_brpop_id()
-        super()._brpop_start(timeout)
+        if self.global_keyprefix:
+            return super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return None
+        if timeout is None:
+            timeout = self.brpop_timeout
+        connection = self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        connection.send_command("BRPOP", *self._keys_for(queues), timeout or 0)
+        return None
 
     def _remember_brpop_id(self) -> None:
         """Learn the BRPOP connection's id once per socket (to unblock it at close)."""

@@ -53,7 +53,6 @@ class TaskHandler:
             self._reject(message)
 
     def _decode(self, message: Any) -> TaskMessage | None:
-        label = _label(message)
         try:
             body = serialization.loads(
                 message.body, message.content_type, accept=self.accept, key=self.app.secret_key
@@ -63,7 +62,7 @@ class TaskHandler:
             logger.error(
                 "%s: received invalid task message %s: %s; rejected",
                 self.worker.hostname,
-                label,
+                _label(message),
                 exc,
             )
             self.worker.stats["invalid"] += 1
@@ -98,7 +97,9 @@ class TaskHandler:
             self._unknown(message, task_message, exc)
             return
         request = Request(self.worker, message, task_message, task, self.time_limits)
-        self.app.signals.task_received.send(sender=self.worker, request=request)
+        received = self.app.signals.task_received
+        if received:  # no receivers: skip building the call
+            received.send(sender=self.worker, request=request)
         if self._drop_if_revoked(request):
             return
         eta = request.eta

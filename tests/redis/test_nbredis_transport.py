@@ -66,6 +66,23 @@ def test_waiting_messages_come_in_one_step_recorded_as_kombu_records_them(
         channel.close()
 
 
+def test_a_brpop_delivery_is_recorded_as_kombu_records_it(url: str, raw: redis.Redis) -> None:
+    with Connection(url) as conn:
+        got: list[Any] = []
+        channel = _consumer(conn, 10, got)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.05)  # leaves a BRPOP on the wire
+        assert channel._in_poll
+        _publish(conn, {"text": "é"})
+        conn.drain_events(timeout=5)  # BRPOP's reply, recorded with what else is waiting
+        [message] = got
+        stored = json.loads(raw.hget("unacked", message.delivery_tag))
+        assert stored == json.loads(json.dumps([message._raw, "", "q"]))  # kombu's record
+        message.ack()
+        assert raw.hlen("unacked") == 0
+        channel.close()
+
+
 def test_a_message_the_fetch_cannot_read_stays_where_it_was(url: str, raw: redis.Redis) -> None:
     with Connection(url) as conn:
         _publish(conn, "first")
