@@ -23,10 +23,10 @@ untouched. What changes is only what an embedded worker needs:
   same script, before it is handed on (one round trip, not a record then a fetch). After
   a fetch that found the queues empty the consumer waits in BRPOP at once. Not for queues
   consumed without acks.
-* **acks at the prefetch limit ride on the next fetch.** A consumer that stopped polling at
-  its prefetch limit is woken once half its window is free; acks made meanwhile are
-  forgotten by the fetch that follows (or within a poll, ≤ 0.25 s, or at close) instead of
-  by a round trip each.
+* **acks ride on the next fetch.** An ack made while the consumer waits — in BRPOP, or at
+  its prefetch limit (it is woken once half its window is free) — is forgotten by the
+  script that records the next delivery (or within a poll, ≤ 0.25 s, or at close) instead
+  of by a round trip of its own.
 * **less kombu per message.** What kombu recomputes on every poll (the consumed queues,
   the key lists of BRPOP and of the fetch) is kept until consuming changes; its messages
   are built in one step; envelopes are decoded without its JSON object hook; the BRPOP
@@ -236,8 +236,8 @@ class QoS(kombu_redis.QoS):
         channel = self.channel
         if channel.scripted_acks:
             transport = channel.connection
-            if transport is not None and transport.starved:
-                channel.acked.append(delivery_tag)  # forgotten by the consumer's next fetch
+            if channel._in_poll or (transport is not None and transport.starved):
+                channel.acked.append(delivery_tag)  # forgotten by the next fetch script
             else:
                 channel.run_script("forget", delivery_tag)
             virtual.QoS.ack(self, delivery_tag)
@@ -297,11 +297,12 @@ class Channel(kombu_redis.Channel):
 
     @cached_property
     def acked(self) -> deque[str]:
-        """Tags acknowledged while the consumer waited at its prefetch limit: their records
-        go in the consumer's next fetch (it comes once half the window is free, or within a
-        poll, ≤ 0.25 s), so a saturated worker spends no round trip of its own on an ack.
-        An early ack then reaches Redis shortly after the task started, as with Celery's
-        prefork pool, whose parent acks once a child has accepted the task."""
+        """Tags acknowledged while the consumer waited (in BRPOP, or at its prefetch limit):
+        their records go in the script that records the next delivery — within a round trip
+        while messages keep coming — or within a poll (≤ 0.25 s) when none comes, so a busy
+        worker spends no round trip of its own on an ack. An early ack then reaches Redis
+        shortly after the task started, as with Celery's prefork pool, whose parent acks
+        once a child has accepted the task."""
         return deque()
 
     def take_acked(self) -> list[str]:

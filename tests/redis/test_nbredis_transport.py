@@ -215,6 +215,32 @@ def test_after_a_fetch_finds_the_queues_empty_the_consumer_waits_in_brpop_at_onc
         channel.close()
 
 
+def test_an_ack_made_while_waiting_in_brpop_rides_on_the_next_delivery(
+    url: str, raw: redis.Redis
+) -> None:
+    with Connection(url) as conn:
+        _publish(conn, "first")
+        got: list[Any] = []
+        channel = _consumer(conn, 4, got)
+        conn.drain_events(timeout=5)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.05)  # the queue is empty: a BRPOP is outstanding
+        assert channel._in_poll
+        got[0].ack()
+        assert list(channel.acked) == [got[0].delivery_tag]
+        assert raw.hlen("unacked") == 1  # not yet: no round trip of its own
+        _publish(conn, "second")
+        conn.drain_events(timeout=5)  # BRPOP delivers; one script records it, forgets the ack
+        assert [m.payload for m in got] == ["first", "second"] and not channel.acked
+        assert {k.decode() for k in raw.hkeys("unacked")} == {got[1].delivery_tag}
+        got[1].ack()
+        with pytest.raises(TimeoutError):  # nothing comes: forgotten within the poll
+            conn.drain_events(timeout=0.05)
+        assert not channel.acked and raw.hlen("unacked") == 0
+        assert raw.zcard("unacked_index") == 0
+        channel.close()
+
+
 def test_closing_with_a_brpop_outstanding_does_not_wait_for_it(url: str) -> None:
     with Connection(url) as conn:
         got: list[Any] = []
