@@ -55,7 +55,7 @@ import logging
 import socket
 import sys
 from binascii import a2b_base64
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -130,6 +130,8 @@ return out
 FETCH_LIMIT = 32
 #: at most this many acknowledged tags are forgotten by one script (Lua's unpack limit)
 ACKED_LIMIT = 1000
+#: acks a channel could not send before it closed, by server, database and unacked key
+_UNSENT_ACKS: defaultdict[tuple[Any, ...], deque[str]] = defaultdict(deque)
 #: pauses between tries to record a delivery while Redis is unreachable (about 30 s)
 RECORD_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 10.0)
 
@@ -236,7 +238,8 @@ class QoS(kombu_redis.QoS):
         channel = self.channel
         if channel.scripted_acks:
             transport = channel.connection
-            if channel._in_poll or (transport is not None and transport.starved):
+            waiting = channel._in_poll or (transport is not None and transport.starved)
+            if waiting and not channel._closing:
                 channel.acked.append(delivery_tag)  # forgotten by the next fetch script
             else:
                 channel.run_script("forget", delivery_tag)
@@ -302,8 +305,28 @@ class Channel(kombu_redis.Channel):
         while messages keep coming — or within a poll (≤ 0.25 s) when none comes, so a busy
         worker spends no round trip of its own on an ack. An early ack then reaches Redis
         shortly after the task started, as with Celery's prefork pool, whose parent acks
-        once a child has accepted the task."""
-        return deque()
+        once a child has accepted the task. Starts with what a closed channel to the same
+        database could not send (`hand_over_acked`)."""
+        return deque(_UNSENT_ACKS.pop(self._acks_key, ()))
+
+    @property
+    def _acks_key(self) -> tuple[Any, ...]:
+        client = self.connection.client
+        return (client.hostname, client.port, client.virtual_host, self.unacked_key)
+
+    def hand_over_acked(self) -> None:
+        """At close: forget what `acked` holds; if Redis cannot be reached, leave the tags
+        to the next channel to this database (a reconnecting worker's), which sends them
+        with its first fetch — else those messages would come back, and run again, after
+        the visibility timeout."""
+        try:
+            self.forget_acked()
+        except self.connection_errors as exc:
+            tags = self.take_acked()
+            while tags:
+                _UNSENT_ACKS[self._acks_key].extend(tags)
+                tags = self.take_acked()
+            logger.warning("acks not sent before the broker connection closed (%s)", exc)
 
     def take_acked(self) -> list[str]:
         """Up to `ACKED_LIMIT` tags from `acked`, removed from it (other threads append)."""
@@ -573,15 +596,17 @@ class Channel(kombu_redis.Channel):
             self._brpop_id = (sock, -1)
 
     def close(self) -> None:
-        if not self._closing and self.scripted_acks:
-            with contextlib.suppress(*self.connection_errors):  # else restored, as unacked
-                self.forget_acked()
+        closing = self._closing
+        if not closing and self.scripted_acks:
+            self.hand_over_acked()
         if self._in_poll and self._brpop_id is not None and self._brpop_id[1] >= 0:
             try:
                 self.shared_client.client_unblock(self._brpop_id[1])
             except (*self.connection_errors, self.ResponseError):
                 pass  # then the BRPOP's reply comes when it times out, as in kombu
         super().close()
+        if not closing and self.scripted_acks:
+            self.hand_over_acked()  # acks made while it closed (no longer deferred now)
         self._disconnect_pools()  # the pool kombu's restore-at-close opened after its own
 
 

@@ -359,3 +359,37 @@ def _drain_once(conn) -> bool:
     with contextlib.suppress(TimeoutError):
         conn.drain_events(timeout=0.2)
     return False
+
+
+def test_acks_not_sent_when_redis_went_away_are_sent_by_the_next_channel(own_redis):
+    """An ack waiting to ride on the next fetch when the connection dies is handed to the
+    next channel to that database, which sends it: the message does not come back."""
+    from kombu import Connection, Consumer, Producer, Queue
+
+    from nbqueue.messaging import resolve_broker_url
+
+    url = resolve_broker_url(own_redis.url, "unused")
+    raw = redis.Redis(port=own_redis.port)
+    got: list = []
+    conn = Connection(url)
+    Producer(conn.default_channel).publish("once", routing_key="q", declare=[Queue("q")])
+    channel = conn.channel()
+    Consumer(channel, [Queue("q")], on_message=got.append).consume()
+    wait_for(lambda: _drain_once(conn) or got, timeout=30, message="the delivery")
+    _drain_once(conn)  # the queue is empty: a BRPOP is outstanding
+    got[0].ack()
+    assert list(channel.acked) == [got[0].delivery_tag] and raw.hlen("unacked") == 1
+    own_redis.stop()
+    with contextlib.suppress(redis.ConnectionError):  # the outstanding BRPOP's reply
+        channel.close()  # cannot send the ack: hands it over
+    conn.collect()  # the connection is gone: drop it without talking to Redis
+    own_redis.start()
+    assert raw.hlen("unacked") == 1
+    with Connection(url) as conn:
+        channel = conn.channel()
+        Consumer(channel, [Queue("q")], on_message=got.append).consume()
+        _drain_once(conn)  # the first fetch sends the ack
+        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        assert len(got) == 1  # and nothing came back
+        channel.close()
+    raw.close()
