@@ -242,11 +242,23 @@ class QoS(kombu_redis.QoS):
             if waiting and not channel._closing:
                 channel.acked.append(delivery_tag)  # forgotten by the next fetch script
             else:
-                channel.run_script("forget", delivery_tag)
+                self._forget_now(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().ack(delivery_tag)
         self._made_room()
+
+    def _forget_now(self, delivery_tag: str) -> None:
+        """Forget an ack's record now; with the broker away, keep the ack for this channel's
+        next fetch — or the next channel's, once this one closed — rather than losing it
+        (a lost ack makes the task run again after the visibility timeout)."""
+        channel = self.channel
+        try:
+            channel.run_script("forget", delivery_tag)
+        except channel.connection_errors as exc:
+            kept = _UNSENT_ACKS[channel._acks_key] if channel._closing else channel.acked
+            kept.append(delivery_tag)
+            logger.warning("ack of %s kept until the broker is back (%s)", delivery_tag, exc)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if requeue or not self.channel.scripted_acks:
@@ -305,9 +317,8 @@ class Channel(kombu_redis.Channel):
         while messages keep coming — or within a poll (≤ 0.25 s) when none comes, so a busy
         worker spends no round trip of its own on an ack. An early ack then reaches Redis
         shortly after the task started, as with Celery's prefork pool, whose parent acks
-        once a child has accepted the task. Starts with what a closed channel to the same
-        database could not send (`hand_over_acked`)."""
-        return deque(_UNSENT_ACKS.pop(self._acks_key, ()))
+        once a child has accepted the task."""
+        return deque()
 
     @property
     def _acks_key(self) -> tuple[Any, ...]:
@@ -322,15 +333,17 @@ class Channel(kombu_redis.Channel):
         try:
             self.forget_acked()
         except self.connection_errors as exc:
-            tags = self.take_acked()
-            while tags:
-                _UNSENT_ACKS[self._acks_key].extend(tags)
-                tags = self.take_acked()
-            logger.warning("acks not sent before the broker connection closed (%s)", exc)
+            acked, kept = self.acked, _UNSENT_ACKS[self._acks_key]
+            while acked:
+                kept.append(acked.popleft())
+            logger.warning("acks kept until the broker is back (%s)", exc)
 
     def take_acked(self) -> list[str]:
-        """Up to `ACKED_LIMIT` tags from `acked`, removed from it (other threads append)."""
+        """Up to `ACKED_LIMIT` tags from `acked`, removed from it (other threads append),
+        after taking in what a closed channel to this database could not send."""
         acked, tags = self.acked, []
+        if _UNSENT_ACKS and self.connection is not None:
+            acked.extend(_UNSENT_ACKS.pop(self._acks_key, ()))
         while acked and len(tags) < ACKED_LIMIT:
             tags.append(acked.popleft())
         return tags
@@ -686,7 +699,7 @@ class Transport(kombu_redis.Transport):
             idle = channel.active_queues and not channel._in_poll  # no BRPOP outstanding
             if idle and not channel.emptied and channel.fetching and channel.qos.can_consume():
                 delivered += channel._fetch()
-            elif channel.acked:
+            elif channel.acked or _UNSENT_ACKS:
                 channel.forget_acked()
         return delivered > 0
 
