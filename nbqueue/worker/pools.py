@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
 import time
 from typing import Any
 
-__all__ = ["STOP", "HandoffQueue", "QueuedPool", "SoloPool", "ThreadPool", "pool_class"]
+__all__ = ["STOP", "QueuedPool", "SoloPool", "ThreadPool", "pool_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -17,49 +16,11 @@ logger = logging.getLogger(__name__)
 STOP = object()
 
 
-class HandoffQueue:
-    """The pool's queue: items in order; an item put while threads wait goes straight to
-    the one that began waiting *last*. A burst of short tasks then keeps one thread busy
-    while the others sleep undisturbed (a FIFO of waiters wakes each thread in turn, and
-    a woken thread often finds its item already taken by one that just finished)."""
-
-    def __init__(self) -> None:
-        self._items: collections.deque[Any] = collections.deque()
-        self._waiting: list[list[Any]] = []  # [lock held until an item is handed over, item]
-        self._mutex = threading.Lock()
-
-    def put(self, item: Any) -> None:
-        with self._mutex:
-            if not self._waiting:
-                self._items.append(item)
-                return
-            waiter = self._waiting.pop()
-        waiter[1] = item
-        waiter[0].release()
-
-    def get(self) -> Any:
-        with self._mutex:
-            if self._items:
-                return self._items.popleft()
-            lock = threading.Lock()
-            lock.acquire()
-            waiter = [lock, None]
-            self._waiting.append(waiter)
-        lock.acquire()
-        return waiter[1]
-
-    def get_nowait(self) -> Any:
-        with self._mutex:
-            if self._items:
-                return self._items.popleft()
-        raise queue.Empty
-
-
 class QueuedPool:
     """What the thread and process pools share: one queue of requests taken by their
     threads, and `STOP` markers that make threads exit (subclasses set the attributes)."""
 
-    _queue: Any
+    _queue: queue.SimpleQueue[Any]
     _lock: threading.Lock
     size: int
 
@@ -105,7 +66,7 @@ class ThreadPool(QueuedPool):
             raise ValueError(f"a thread pool needs at least one thread, not {size}")
         self.name = name
         self.size = size
-        self._queue = HandoffQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._abandoned: list[threading.Thread] = []
         self._lock = threading.Lock()

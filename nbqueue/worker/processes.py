@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal as signals
 import sys
 import threading
@@ -34,7 +35,7 @@ import cloudpickle
 from ..exceptions import ConfigurationError, RemoteTraceback, TimeLimitExceeded
 from ..task import Task
 from .limits import resolve_time_limits
-from .pools import STOP, HandoffQueue, QueuedPool
+from .pools import STOP, QueuedPool
 from .slot import ChildGone, Slot
 
 __all__ = ["ProcessPool"]
@@ -71,7 +72,7 @@ class ProcessPool(QueuedPool):
         self.worker = worker
         self.key = worker.app.secret_key
         self.busy = 0
-        self._queue = HandoffQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._slots: dict[int, Slot] = {}
         self._lock = threading.Lock()
