@@ -129,18 +129,25 @@ def test_an_ack_wakes_a_consumer_held_back_by_its_prefetch_limit(url: str) -> No
         channel.close()
 
 
+def _starved(conn: Connection, got: list[Any]) -> Any:
+    """Six messages waiting, a consumer with a window of four that took the first four:
+    it waits at its prefetch limit. Returns its channel."""
+    for i in range(6):
+        _publish(conn, i)
+    channel = _consumer(conn, 4, got)
+    conn.drain_events(timeout=5)
+    assert [m.payload for m in got] == [0, 1, 2, 3]
+    with pytest.raises(TimeoutError):  # the window is full: nothing to poll for
+        conn.drain_events(timeout=0.05)
+    assert conn.transport.starved
+    return channel
+
+
 def test_a_starved_consumer_is_woken_once_half_its_window_is_free(url: str) -> None:
     with Connection(url) as conn:
-        for i in range(6):
-            _publish(conn, i)
         got: list[Any] = []
-        channel = _consumer(conn, 4, got)
-        conn.drain_events(timeout=5)
-        assert [m.payload for m in got] == [0, 1, 2, 3]
-        with pytest.raises(TimeoutError):  # the window is full: nothing to poll for
-            conn.drain_events(timeout=0.05)
+        channel = _starved(conn, got)
         transport = conn.transport
-        assert transport.starved
         got[0].ack()
         assert not transport._woken  # one free place: a fetch would bring one message
         got[1].ack()
@@ -156,13 +163,8 @@ def test_a_starved_consumer_is_woken_once_half_its_window_is_free(url: str) -> N
 
 def test_acks_made_at_the_prefetch_limit_ride_on_the_next_fetch(url: str, raw: redis.Redis) -> None:
     with Connection(url) as conn:
-        for i in range(6):
-            _publish(conn, i)
         got: list[Any] = []
-        channel = _consumer(conn, 4, got)
-        conn.drain_events(timeout=5)
-        with pytest.raises(TimeoutError):  # the window is full: the consumer is starved
-            conn.drain_events(timeout=0.05)
+        channel = _starved(conn, got)
         got[0].ack()
         got[1].ack()
         assert list(channel.acked) == [got[0].delivery_tag, got[1].delivery_tag]
