@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,6 +112,16 @@ def redis_db(redis_server: str) -> Iterator[int]:
 @pytest.fixture
 def redis_url(redis_db: int) -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+
+
+@pytest.fixture
+def redis_client(redis_db: int) -> Iterator[Any]:
+    """A plain redis-py client on the test's own database, to look at keys directly."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=redis_db)
+    yield client
+    client.close()
 
 
 def _nbqueue_threads() -> list[threading.Thread]:

@@ -34,13 +34,6 @@ def app(redis_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def raw(redis_db: int) -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def kombu_publishes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The routing keys published through kombu's `Producer.publish` (not the direct path)."""
     calls: list[Any] = []
@@ -70,7 +63,7 @@ def fixed_delivery_tags(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_the_direct_envelope_is_kombus_byte_for_byte(
     app: Any,
-    raw: redis.Redis,
+    redis_client: redis.Redis,
     kombu_publishes: list[Any],
     options: dict[str, Any],
     serializer: str,
@@ -82,24 +75,24 @@ def test_the_direct_envelope_is_kombus_byte_for_byte(
     app.broker.publish_task(message, route, serializer)  # first: declares, through kombu
     app.broker.publish_task(message, route, serializer)  # then direct
     assert kombu_publishes == ["celery"]
-    keys = [key for key in raw.scan_iter(b"celery*")]
+    keys = [key for key in redis_client.scan_iter(b"celery*")]
     assert len(keys) == 1  # the same priority list, as kombu chose it
-    via_kombu, direct = raw.lrange(keys[0], 0, -1)[::-1]
+    via_kombu, direct = redis_client.lrange(keys[0], 0, -1)[::-1]
     assert direct == via_kombu
 
 
-def test_a_direct_publish_goes_to_kombus_priority_list(app: Any, raw: redis.Redis) -> None:
+def test_a_direct_publish_goes_to_kombus_priority_list(app: Any, redis_client: redis.Redis) -> None:
     @app.task(name="add", priority=9)
     def add(x: int, y: int) -> int:
         return x + y
 
     add.delay(1, 2)
     add.delay(3, 4)
-    assert raw.llen("celery\x06\x169") == 2
+    assert redis_client.llen("celery\x06\x169") == 2
 
 
 def test_a_connection_error_falls_back_to_kombus_retrying_publish(
-    app: Any, raw: redis.Redis, kombu_publishes: list[Any], monkeypatch: pytest.MonkeyPatch
+    app: Any, redis_client: redis.Redis, kombu_publishes: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     @app.task(name="add")
     def add(x: int, y: int) -> int:
@@ -119,10 +112,10 @@ def test_a_connection_error_falls_back_to_kombus_retrying_publish(
     add.delay(1, 2)
     assert failures == ["celery"]
     assert kombu_publishes == ["celery", "celery"]  # the declare, then the fallback
-    assert raw.llen("celery") == 2
+    assert redis_client.llen("celery") == 2
     add.delay(3, 4)  # and direct again
     assert kombu_publishes == ["celery", "celery"]
-    assert raw.llen("celery") == 3
+    assert redis_client.llen("celery") == 3
 
 
 def test_a_broker_that_stays_away_raises_after_the_retry_policy(
@@ -147,7 +140,7 @@ def test_a_broker_that_stays_away_raises_after_the_retry_policy(
 
 
 def test_inside_a_batch_kombu_pipelines_the_publishes(
-    app: Any, raw: redis.Redis, kombu_publishes: list[Any]
+    app: Any, redis_client: redis.Redis, kombu_publishes: list[Any]
 ) -> None:
     @app.task(name="add")
     def add(x: int, y: int) -> int:
@@ -158,4 +151,4 @@ def test_inside_a_batch_kombu_pipelines_the_publishes(
         add.delay(1, 2)
         add.delay(3, 4)
     assert kombu_publishes == ["celery"] * 3
-    assert raw.llen("celery") == 3
+    assert redis_client.llen("celery") == 3

@@ -27,25 +27,18 @@ def app(redis_url: str) -> Iterator[Any]:
         application.close()
 
 
-@pytest.fixture
-def writer(redis_db: int) -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
-    yield client
-    client.close()
-
-
-def _write(writer: redis.Redis, task_id: str, meta: dict[str, Any], publish: bool = True):
+def _write(client: redis.Redis, task_id: str, meta: dict[str, Any], publish: bool = True):
     key, value = f"celery-task-meta-{task_id}", json.dumps({**meta, "task_id": task_id})
-    writer.set(key, value)
+    client.set(key, value)
     if publish:
-        writer.publish(key, value)
+        client.publish(key, value)
 
 
-def test_success_progress_and_a_minimal_meta(app: Any, writer: redis.Redis) -> None:
+def test_success_progress_and_a_minimal_meta(app: Any, redis_client: redis.Redis) -> None:
     ok, busy, minimal = new_id(), new_id(), new_id()
-    _write(writer, ok, {"status": "SUCCESS", "result": {"a": [1, 2]}, "traceback": None})
-    _write(writer, busy, {"status": "PROGRESS", "result": {"current": 3}})
-    _write(writer, minimal, {"status": "SUCCESS", "result": 42})
+    _write(redis_client, ok, {"status": "SUCCESS", "result": {"a": [1, 2]}, "traceback": None})
+    _write(redis_client, busy, {"status": "PROGRESS", "result": {"current": 3}})
+    _write(redis_client, minimal, {"status": "SUCCESS", "result": 42})
     assert app.AsyncResult(ok).get(timeout=5) == CELERY_READ["ok_get"]
     assert [app.AsyncResult(busy).state, app.AsyncResult(busy).info] == CELERY_READ[
         "progress_state"
@@ -68,10 +61,12 @@ def test_success_progress_and_a_minimal_meta(app: Any, writer: redis.Redis) -> N
     ids=["builtin", "unknown-module"],
 )
 def test_failures_raise_the_exception_celery_raised(
-    app: Any, writer: redis.Redis, stored: dict[str, Any], expected: list[str]
+    app: Any, redis_client: redis.Redis, stored: dict[str, Any], expected: list[str]
 ) -> None:
     task_id = new_id()
-    _write(writer, task_id, {"status": "FAILURE", "result": stored, "traceback": "Traceback..."})
+    _write(
+        redis_client, task_id, {"status": "FAILURE", "result": stored, "traceback": "Traceback..."}
+    )
     result = app.AsyncResult(task_id)
     with pytest.raises(Exception) as info:
         result.get(timeout=5)
@@ -82,7 +77,7 @@ def test_failures_raise_the_exception_celery_raised(
 
 
 def test_a_result_set_without_publish_after_waiting_began_is_missed_like_celery(
-    app: Any, writer: redis.Redis
+    app: Any, redis_client: redis.Redis
 ) -> None:
     task_id = new_id()
     app.backend.on_task_call(task_id)
@@ -105,7 +100,7 @@ def test_a_result_set_without_publish_after_waiting_began_is_missed_like_celery(
     thread = threading.Thread(target=wait)
     thread.start()
     assert entered.wait(10)
-    _write(writer, task_id, {"status": "SUCCESS", "result": 1}, publish=False)
+    _write(redis_client, task_id, {"status": "SUCCESS", "result": 1}, publish=False)
     thread.join(10)
     assert CELERY_READ["set_without_publish_get"].startswith("TimeoutError")
     assert len(outcome) == 1  # no polling: only the published write wakes a waiter

@@ -6,7 +6,6 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from nbqueue.messaging import resolve_broker_url
 @pytest.fixture
 def url(redis_url: str) -> str:
     return resolve_broker_url(redis_url, "unused")  # nbredis://
-
-
-@pytest.fixture
-def raw(redis_db: int) -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
-    yield client
-    client.close()
 
 
 def _publish(conn: Connection, body: Any, priority: int = 0, queue: str = "q") -> None:
@@ -42,7 +34,7 @@ def _consumer(conn: Connection, prefetch: int, got: list[Any]) -> Any:
 
 
 def test_waiting_messages_come_in_one_step_recorded_as_kombu_records_them(
-    url: str, raw: redis.Redis
+    url: str, redis_client: redis.Redis
 ) -> None:
     with Connection(url) as conn:
         for i, priority in enumerate([9, 0, 5, 0, 3, 9, 0, 6, 2, 1]):
@@ -52,21 +44,23 @@ def test_waiting_messages_come_in_one_step_recorded_as_kombu_records_them(
         conn.drain_events(timeout=5)  # one BRPOP, then the rest fetched in one script
         assert len(got) == 10
         assert [m.payload["p"] for m in got] == [0, 0, 0, 2, 1, 5, 3, 6, 9, 9]
-        records = {k.decode(): json.loads(v) for k, v in raw.hgetall("unacked").items()}
+        records = {k.decode(): json.loads(v) for k, v in redis_client.hgetall("unacked").items()}
         assert set(records) == {m.delivery_tag for m in got}
         for message in got:
             envelope, exchange, routing_key = records[message.delivery_tag]
             assert envelope["properties"]["delivery_tag"] == message.delivery_tag
             assert envelope["body"] == message._raw["body"]
             assert (exchange, routing_key) == ("", "q")
-        assert raw.zcard("unacked_index") == 10
+        assert redis_client.zcard("unacked_index") == 10
         for message in got:
             message.ack()
-        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
         channel.close()
 
 
-def test_a_brpop_delivery_is_recorded_as_kombu_records_it(url: str, raw: redis.Redis) -> None:
+def test_a_brpop_delivery_is_recorded_as_kombu_records_it(
+    url: str, redis_client: redis.Redis
+) -> None:
     with Connection(url) as conn:
         got: list[Any] = []
         channel = _consumer(conn, 10, got)
@@ -76,23 +70,25 @@ def test_a_brpop_delivery_is_recorded_as_kombu_records_it(url: str, raw: redis.R
         _publish(conn, {"text": "é"})
         conn.drain_events(timeout=5)  # BRPOP's reply, recorded with what else is waiting
         [message] = got
-        stored = json.loads(raw.hget("unacked", message.delivery_tag))
+        stored = json.loads(redis_client.hget("unacked", message.delivery_tag))
         assert stored == json.loads(json.dumps([message._raw, "", "q"]))  # kombu's record
         message.ack()
-        assert raw.hlen("unacked") == 0
+        assert redis_client.hlen("unacked") == 0
         channel.close()
 
 
-def test_a_message_the_fetch_cannot_read_stays_where_it_was(url: str, raw: redis.Redis) -> None:
+def test_a_message_the_fetch_cannot_read_stays_where_it_was(
+    url: str, redis_client: redis.Redis
+) -> None:
     with Connection(url) as conn:
         _publish(conn, "first")
-        raw.lpush("q", b"not json at all")
+        redis_client.lpush("q", b"not json at all")
         _publish(conn, "third")
         got: list[Any] = []
         channel = _consumer(conn, 10, got)
         conn.drain_events(timeout=5)
         assert [m.payload for m in got] == ["first"]
-        waiting = raw.lrange("q", 0, -1)  # the right end is served next
+        waiting = redis_client.lrange("q", 0, -1)  # the right end is served next
         assert waiting[-1] == b"not json at all" and len(waiting) == 2
         got[0].ack()
         channel.close()
@@ -161,34 +157,36 @@ def test_a_starved_consumer_is_woken_once_half_its_window_is_free(url: str) -> N
         channel.close()
 
 
-def test_acks_made_at_the_prefetch_limit_ride_on_the_next_fetch(url: str, raw: redis.Redis) -> None:
+def test_acks_made_at_the_prefetch_limit_ride_on_the_next_fetch(
+    url: str, redis_client: redis.Redis
+) -> None:
     with Connection(url) as conn:
         got: list[Any] = []
         channel = _starved(conn, got)
         got[0].ack()
         got[1].ack()
         assert list(channel.acked) == [got[0].delivery_tag, got[1].delivery_tag]
-        assert raw.hlen("unacked") == 4  # not forgotten yet: no round trip of their own
+        assert redis_client.hlen("unacked") == 4  # not forgotten yet: no round trip of their own
         with pytest.raises(TimeoutError):  # woken by the second ack
             conn.drain_events(timeout=5)
         conn.drain_events(timeout=5)  # forgets both and fetches two, in one script
         assert len(got) == 6 and not channel.acked
-        waiting = {k.decode() for k in raw.hkeys("unacked")}
+        waiting = {k.decode() for k in redis_client.hkeys("unacked")}
         assert waiting == {m.delivery_tag for m in got[2:]}
-        assert raw.zcard("unacked_index") == 4
+        assert redis_client.zcard("unacked_index") == 4
         with pytest.raises(TimeoutError):
             conn.drain_events(timeout=0.05)
         for message in got[2:4]:  # starved again: these wait for a fetch that never comes
             message.ack()
         assert len(channel.acked) == 2
         channel.close()  # ... so closing forgets them; the two unacked go back to the queue
-        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
-        bodies = [json.loads(envelope)["body"] for envelope in raw.lrange("q", 0, -1)]
+        assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
+        bodies = [json.loads(envelope)["body"] for envelope in redis_client.lrange("q", 0, -1)]
         assert sorted(json.loads(base64.b64decode(body)) for body in bodies) == [4, 5]
 
 
 def test_after_a_fetch_finds_the_queues_empty_the_consumer_waits_in_brpop_at_once(
-    url: str, raw: redis.Redis
+    url: str, redis_client: redis.Redis
 ) -> None:
     with Connection(url) as conn:
         got: list[Any] = []
@@ -211,14 +209,14 @@ def test_after_a_fetch_finds_the_queues_empty_the_consumer_waits_in_brpop_at_onc
                 conn.drain_events(timeout=0.05)  # BRPOP again, no fetch before it
         assert [m.payload for m in got] == [0, 1, 2]
         assert fetches == [True] * 4
-        assert raw.hlen("unacked") == 3
+        assert redis_client.hlen("unacked") == 3
         for message in got:
             message.ack()
         channel.close()
 
 
 def test_an_ack_made_while_waiting_in_brpop_rides_on_the_next_delivery(
-    url: str, raw: redis.Redis
+    url: str, redis_client: redis.Redis
 ) -> None:
     with Connection(url) as conn:
         _publish(conn, "first")
@@ -230,16 +228,16 @@ def test_an_ack_made_while_waiting_in_brpop_rides_on_the_next_delivery(
         assert channel._in_poll
         got[0].ack()
         assert list(channel.acked) == [got[0].delivery_tag]
-        assert raw.hlen("unacked") == 1  # not yet: no round trip of its own
+        assert redis_client.hlen("unacked") == 1  # not yet: no round trip of its own
         _publish(conn, "second")
         conn.drain_events(timeout=5)  # BRPOP delivers; one script records it, forgets the ack
         assert [m.payload for m in got] == ["first", "second"] and not channel.acked
-        assert {k.decode() for k in raw.hkeys("unacked")} == {got[1].delivery_tag}
+        assert {k.decode() for k in redis_client.hkeys("unacked")} == {got[1].delivery_tag}
         got[1].ack()
         with pytest.raises(TimeoutError):  # nothing comes: forgotten within the poll
             conn.drain_events(timeout=0.05)
-        assert not channel.acked and raw.hlen("unacked") == 0
-        assert raw.zcard("unacked_index") == 0
+        assert not channel.acked and redis_client.hlen("unacked") == 0
+        assert redis_client.zcard("unacked_index") == 0
         channel.close()
 
 
@@ -255,20 +253,24 @@ def test_closing_with_a_brpop_outstanding_does_not_wait_for_it(url: str) -> None
         assert time.monotonic() - started < 0.5
 
 
-def test_with_a_global_key_prefix_kombus_own_acks_are_used(redis_url: str, raw: redis.Redis):
+def test_with_a_global_key_prefix_kombus_own_acks_are_used(
+    redis_url: str, redis_client: redis.Redis
+):
     url = resolve_broker_url(redis_url, "unused")
     with Connection(url, transport_options={"global_keyprefix": "team:"}) as conn:
         _publish(conn, "prefixed")
         got: list[Any] = []
         channel = _consumer(conn, 5, got)
         conn.drain_events(timeout=5)
-        assert raw.hexists("team:unacked", got[0].delivery_tag)
+        assert redis_client.hexists("team:unacked", got[0].delivery_tag)
         got[0].ack()
-        assert not raw.exists("team:unacked")
+        assert not redis_client.exists("team:unacked")
         channel.close()
 
 
-def test_a_consumer_without_acks_leaves_nothing_unacked(url: str, raw: redis.Redis) -> None:
+def test_a_consumer_without_acks_leaves_nothing_unacked(
+    url: str, redis_client: redis.Redis
+) -> None:
     with Connection(url) as conn:
         for i in range(5):
             _publish(conn, i)
@@ -278,12 +280,12 @@ def test_a_consumer_without_acks_leaves_nothing_unacked(url: str, raw: redis.Red
         while len(got) < 5:
             conn.drain_events(timeout=5)
         assert [m.payload for m in got] == [0, 1, 2, 3, 4]
-        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
         channel.close()
 
 
 def test_a_dead_sweepers_restore_lock_lapses_in_30_s_not_kombus_5_minutes(
-    url: str, raw: redis.Redis
+    url: str, redis_client: redis.Redis
 ) -> None:
     from kombu.transport.redis import Mutex
 
@@ -294,4 +296,4 @@ def test_a_dead_sweepers_restore_lock_lapses_in_30_s_not_kombus_5_minutes(
         assert qos.unacked_mutex_expire == 30
         # the lock as the sweep takes it, held as by a sweeper killed inside its sweep
         with Mutex(conn.default_channel.client, qos.unacked_mutex_key, qos.unacked_mutex_expire):
-            assert 0 < raw.ttl(qos.unacked_mutex_key) <= 30
+            assert 0 < redis_client.ttl(qos.unacked_mutex_key) <= 30

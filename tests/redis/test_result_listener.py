@@ -35,15 +35,8 @@ def app(redis_url: str) -> Iterator[Any]:
         application.close()
 
 
-@pytest.fixture
-def admin(redis_db: int) -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
-    yield client
-    client.close()
-
-
 def test_a_result_published_while_the_listener_was_away_still_wakes_its_waiter(
-    app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    app: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = app.backend
     task_id = new_id()
@@ -66,7 +59,7 @@ def test_a_result_published_while_the_listener_was_away_still_wakes_its_waiter(
     original_connect = listener._connect
     monkeypatch.setattr(listener, "_connect", lambda: allowed.wait(20) and original_connect())
     port = listener._conn._sock.getsockname()[1]
-    assert admin.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
+    assert redis_client.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
     wait_for(lambda: listener._conn is None, message="the listener noticed its lost connection")
     backend.store_result(task_id, "stored while away", states.SUCCESS)
     allowed.set()
@@ -112,29 +105,29 @@ def test_a_result_read_from_its_key_ends_the_watch(app: Any) -> None:
     assert backend.listener.ready(task_id) is not None
 
 
-def _subscribed(admin: redis.Redis, app: Any, ids: list[str]) -> list[int]:
+def _subscribed(redis_client: redis.Redis, app: Any, ids: list[str]) -> list[int]:
     channels = [app.backend.task_key(task_id) for task_id in ids]
-    return [count for _, count in admin.pubsub_numsub(*channels)]
+    return [count for _, count in redis_client.pubsub_numsub(*channels)]
 
 
 def test_channels_of_ready_tasks_are_unsubscribed_in_batches(
-    app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    app: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = app.backend
     monkeypatch.setattr(backend.listener, "unsubscribe_batch", 10)
     ids = [new_id() for _ in range(25)]
     for task_id in ids:
         backend.watch(task_id)
-    assert _subscribed(admin, app, ids) == [1] * 25
+    assert _subscribed(redis_client, app, ids) == [1] * 25
     for task_id in ids:
         backend.store_result(task_id, task_id, states.SUCCESS)
     assert [app.AsyncResult(task_id).get(timeout=10) for task_id in ids] == ids
     # two full batches at once, the last five once the connection is quiet
-    wait_for(lambda: _subscribed(admin, app, ids) == [0] * 25, message="all unsubscribed")
+    wait_for(lambda: _subscribed(redis_client, app, ids) == [0] * 25, message="all unsubscribed")
 
 
 def test_a_task_id_watched_again_before_its_channel_is_left_stays_subscribed(
-    app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    app: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = app.backend
     listener = backend.listener
@@ -147,8 +140,8 @@ def test_a_task_id_watched_again_before_its_channel_is_left_stays_subscribed(
     monkeypatch.setattr(listener, "unsubscribe_batch", 1)  # the next ready task leaves them
     backend.watch(other)
     backend.store_result(other, 1, states.SUCCESS)
-    wait_for(lambda: _subscribed(admin, app, [other]) == [0], message="the batch left")
-    assert _subscribed(admin, app, [task_id]) == [1]
+    wait_for(lambda: _subscribed(redis_client, app, [other]) == [0], message="the batch left")
+    assert _subscribed(redis_client, app, [task_id]) == [1]
     backend.store_result(task_id, "second", states.SUCCESS)  # a failure may be overwritten
     wait_for(lambda: pending.ready, message="the new result received by pub/sub")
     assert app.AsyncResult(task_id).get(timeout=5) == "second"
