@@ -58,15 +58,9 @@ WORKLOAD = Workload(batch=5000, rounds=500, warmup=50)
 _ROOT = os.path.dirname(_HERE)
 
 
-def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
-    import nbqueue
-
-    app = nbqueue.App("bench", broker=REDIS_BROKER, backend=REDIS_BACKEND)
-    task = app.task(name="bench.noop", serializer="json")(noop)
-    with app.worker(concurrency=concurrency):
-        result = measure(task.delay, lambda r: r.get(timeout=60), workload)
-    app.close()
-    return result
+def _get(handle: Any) -> Any:
+    """Wait for an nbqueue or Celery result."""
+    return handle.get(timeout=60)
 
 
 def _nb_app() -> Any:
@@ -77,6 +71,14 @@ def _nb_app() -> Any:
     return app
 
 
+def run_nbqueue(concurrency: int, workload: Workload = WORKLOAD) -> dict:
+    app = _nb_app()
+    with app.worker(concurrency=concurrency):
+        result = measure(app.tasks["bench.noop"].delay, _get, workload)
+    app.close()
+    return result
+
+
 def _child_env(marker: str) -> dict[str, str]:
     """The environment of a worker process on the benchmark's Redis, importing this module
     with `marker` set (which builds the app it needs at import)."""
@@ -85,27 +87,33 @@ def _child_env(marker: str) -> dict[str, str]:
     return env
 
 
-def _stop(worker: subprocess.Popen) -> None:
-    worker.send_signal(signal.SIGTERM)
+def _measure_beside(
+    command: list[str], marker: str, send: Any, wait: Any, workload: Workload, **popen: Any
+) -> dict:
+    """Measure against a worker process (`command`; see `_child_env` for `marker`) once
+    it has run one task, then stop it (SIGTERM, killed after 30 s)."""
+    worker = subprocess.Popen(command, env=_child_env(marker), cwd=_ROOT, **popen)
     try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+        wait(send(0))  # the worker is up
+        return measure(send, wait, workload)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 def run_nbqueue_process(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     """The scale-out shape: ``nbqueue worker`` in its own process, the client here."""
     app = _nb_app()
-    task = app.tasks["bench.noop"]
     command = [sys.executable, "-m", "nbqueue", "worker", "-A", "benchmarks.redis:nb_app"]
     command += ["-c", str(concurrency), "-l", "ERROR"]
     command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
-    worker = subprocess.Popen(command, env=_child_env("BENCH_NB_APP"), cwd=_ROOT)
     try:
-        task.delay(0).get(timeout=60)  # the worker is up
-        return measure(task.delay, lambda r: r.get(timeout=60), workload)
+        send = app.tasks["bench.noop"].delay
+        return _measure_beside(command, "BENCH_NB_APP", send, _get, workload)
     finally:
-        _stop(worker)
         app.close()
 
 
@@ -126,27 +134,18 @@ def run_celery(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     with start_worker(
         app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="ERROR"
     ):
-        return measure(task.delay, lambda r: r.get(timeout=60), workload)
-
-
-def _celery_process(pool: str, concurrency: int) -> subprocess.Popen:
-    """``celery worker`` in its own process, on the app `benchmarks.redis:celery_app`."""
-    command = [sys.executable, "-m", "celery", "-A", "benchmarks.redis:celery_app", "worker"]
-    command += ["-P", pool, "-c", str(concurrency), "-l", "ERROR"]
-    command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
-    env = _child_env("BENCH_CELERY_APP")
-    return subprocess.Popen(command, env=env, cwd=_ROOT, stdout=subprocess.DEVNULL)
+        return measure(task.delay, _get, workload)
 
 
 def run_celery_process(concurrency: int, pool: str, workload: Workload = WORKLOAD) -> dict:
-    app = _celery_app()
-    task = app.tasks["bench.noop"]
-    worker = _celery_process(pool, concurrency)
-    try:
-        task.delay(0).get(timeout=60)  # the worker is up
-        return measure(task.delay, lambda r: r.get(timeout=60), workload)
-    finally:
-        _stop(worker)
+    """``celery worker`` in its own process, on the app `benchmarks.redis:celery_app`."""
+    send = _celery_app().tasks["bench.noop"].delay
+    command = [sys.executable, "-m", "celery", "-A", "benchmarks.redis:celery_app", "worker"]
+    command += ["-P", pool, "-c", str(concurrency), "-l", "ERROR"]
+    command += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
+    return _measure_beside(
+        command, "BENCH_CELERY_APP", send, _get, workload, stdout=subprocess.DEVNULL
+    )
 
 
 def _huey() -> Any:
@@ -174,16 +173,10 @@ def run_huey(concurrency: int, workload: Workload = WORKLOAD) -> dict:
 
 def run_huey_process(concurrency: int, workload: Workload = WORKLOAD) -> dict:
     """``huey_consumer`` (threads) in its own process, the client here."""
-    huey = _huey()
-    task = huey.task(name="bench.noop")(noop)
+    task = _huey().task(name="bench.noop")(noop)
     command = [sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.redis.huey_app"]
     command += ["-k", "thread", "-w", str(concurrency), "-n", "-d", "0.001", "-q"]
-    worker = subprocess.Popen(command, env=_child_env("BENCH_HUEY_APP"), cwd=_ROOT)
-    try:
-        _huey_get(task(0))  # the consumer is up
-        return measure(task, _huey_get, workload)
-    finally:
-        _stop(worker)
+    return _measure_beside(command, "BENCH_HUEY_APP", task, _huey_get, workload)
 
 
 def run_dramatiq(concurrency: int, workload: Workload = WORKLOAD) -> dict:
